@@ -1,0 +1,40 @@
+"""Exceptions: one root, subclasses named for what the caller should do."""
+
+from __future__ import annotations
+
+
+class MassagerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ProtocolError(MassagerError):
+    """A frame could not be encoded or decoded; the bytes are never acted on."""
+
+
+class SafetyLimitError(MassagerError):
+    """A value outside the safety limits was about to be sent; it was not sent."""
+
+
+class DeviceNotFoundError(MassagerError):
+    """No massager matched the address, name or service UUID; check power and range."""
+
+
+class DeviceConnectionError(MassagerError):
+    """The BLE connection could not be established or was refused."""
+
+
+class ConnectionLostError(DeviceConnectionError):
+    """The link dropped; output is latched off until an explicit new start."""
+
+
+class DeviceTimeoutError(MassagerError, TimeoutError):
+    """The device did not answer in time (also a TimeoutError)."""
+
+
+class DeviceRejectedError(MassagerError):
+    """The device answered a command with a nack; `code` says why."""
+
+    def __init__(self, message: str, *, code: int, frame_type: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.frame_type = frame_type
