@@ -1,0 +1,164 @@
+"""Runs a `Firmware` model in real (or scaled) time for a transport host to expose over BLE.
+
+The transport host (tier 1 in-memory, tier 2 bumble GATT) hands it control writes and gives it
+three hooks: send a telemetry notification, update the battery level, drop the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from firmware_bridge.protocol import ScaledClock
+from firmware_bridge.protocol.timebase import Clock
+from sim.firmware import (
+    REMOTE_TERMINATED_REASON,
+    Action,
+    BatteryLevel,
+    Disconnect,
+    FaultPlan,
+    Firmware,
+    Notify,
+)
+from sim.foot import Foot
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_NAME = "FootMassager-SIM"
+DEFAULT_ADDRESS = "F0:0D:00:00:00:01"
+
+
+class SimulatedMassager:
+    """A firmware model plus the timing and fault plumbing every host shares."""
+
+    def __init__(
+        self,
+        *,
+        name: str = DEFAULT_NAME,
+        address: str = DEFAULT_ADDRESS,
+        firmware: Firmware | None = None,
+        plan: FaultPlan | None = None,
+        foot: Foot | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.firmware = firmware or Firmware(plan=plan or FaultPlan())
+        self.foot = foot or Foot()
+        self.clock: Clock = clock or ScaledClock()
+        self.connected = False
+        self.reachable = True  # False: out of radio range (no advertising, connects fail)
+        self.connections = 0
+        self.on_notify: Callable[[bytes], None] | None = None
+        self.on_battery: Callable[[int], None] | None = None
+        self.on_disconnect: Callable[[int], None] | None = None
+        self._wake = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.TimerHandle] = set()
+
+    @property
+    def running(self) -> bool:
+        """True while the firmware's timers run (between `start` and `close`)."""
+        return self._ticker is not None
+
+    @property
+    def plan(self) -> FaultPlan:
+        return self.firmware.plan
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Power on: run the firmware's timers until `close`."""
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_loop(), name=f"sim-tick {self.name}")
+
+    async def close(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    def attach(self) -> None:
+        """A central connected."""
+        self.connected = True
+        self.connections += 1
+
+    def detach(self) -> None:
+        """The link is gone (either side); the firmware keeps running, watchdog included."""
+        self.connected = False
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
+        self.firmware.link_lost(self.clock.now())
+        self._wake.set()
+
+    # -- inputs from the host --------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """A write to the control characteristic arrived (after any slow-write delay)."""
+        self._dispatch(self.firmware.receive(bytes(data), self.clock.now()))
+        self._wake.set()
+
+    def press_button(self) -> None:
+        """Someone pressed the device's stop button."""
+        self._dispatch(self.firmware.press_button(self.clock.now()))
+        self._wake.set()
+
+    def drop_link(self, reason: int = REMOTE_TERMINATED_REASON) -> None:
+        """Peripheral-initiated disconnect (or, with reason 0x08, the user walked out of range)."""
+        self._dispatch([Disconnect(reason)])
+
+    @property
+    def amplitudes(self) -> tuple[float, ...]:
+        return self.firmware.vibration()
+
+    def rating(self) -> int:
+        """What the virtual user would say right now, 0-10."""
+        self.firmware.tick(self.clock.now())
+        return self.foot.rate(self.firmware.vibration(), self.clock.now())
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self.clock.now()
+            self._dispatch(self.firmware.tick(now))
+            delay = self.clock.real_seconds(self.firmware.next_deadline() - self.clock.now())
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
+            # with the wake-up, and close() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(delay, 0.0005)):
+                    await self._wake.wait()
+
+    def _dispatch(self, actions: list[Action]) -> None:
+        loop = asyncio.get_running_loop()
+        for action in actions:
+            match action:
+                case Notify(data=data, delay_s=delay_s):
+                    if not self.connected or self.on_notify is None:
+                        continue
+                    if delay_s > 0:
+                        handle = loop.call_later(self.clock.real_seconds(delay_s), self._send, data)
+                        self._pending.add(handle)
+                    else:
+                        self.on_notify(data)
+                case BatteryLevel(percent=percent):
+                    if self.connected and self.on_battery is not None:
+                        self.on_battery(percent)
+                case Disconnect(reason=reason):
+                    if self.connected and self.on_disconnect is not None:
+                        _LOGGER.debug("%s: dropping link (reason 0x%02x)", self.name, reason)
+                        self.on_disconnect(reason)
+
+    def _send(self, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self._pending = {h for h in self._pending if h.when() > now}
+        if self.connected and self.on_notify is not None:
+            self.on_notify(data)
