@@ -1,0 +1,14 @@
+"""The device link: one connected massager, its state, events and stop."""
+
+from firmware_bridge.device.events import LinkEvent, LinkState, StopReason, StopResult
+from firmware_bridge.device.link import DeviceLimits, MassagerLink, ReconnectPolicy
+
+__all__ = [
+    "DeviceLimits",
+    "LinkEvent",
+    "LinkState",
+    "MassagerLink",
+    "ReconnectPolicy",
+    "StopReason",
+    "StopResult",
+]

@@ -1,0 +1,567 @@
+"""The device link: handshake, heartbeat, coalesced intensity, stop bypass, acks, link loss.
+
+`MassagerLink` speaks the wire protocol over any `Transport`. Intensity updates are coalesced
+(latest wins) by one writer task; `stop()` bypasses it and writes zero directly, with response
+where the device supports it, and the output stays latched off until an explicit `start()`.
+A link loss latches too, reconnects with bounded backoff, and sends zero as the first frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from firmware_bridge.device.events import LinkEvent, LinkState, StopReason, StopResult
+from firmware_bridge.errors import (
+    ConnectionLostError,
+    DeviceRejectedError,
+    DeviceTimeoutError,
+    MassagerError,
+    ProtocolError,
+    SafetyLimitError,
+)
+from firmware_bridge.protocol import (
+    Ack,
+    ButtonPress,
+    Capabilities,
+    CapabilityFlags,
+    Fault,
+    FaultCode,
+    FrameType,
+    Heartbeat,
+    Hello,
+    Message,
+    Nack,
+    ScaledClock,
+    SetIntensity,
+    SetTimer,
+    SetWatchdog,
+    Status,
+    Stop,
+    decode,
+    encode,
+)
+from firmware_bridge.protocol.timebase import Clock
+
+_LOGGER = logging.getLogger(__name__)
+
+WATCHDOG_S = 1.5  # device zeroes output if no valid frame arrives within this (S4)
+HEARTBEAT_S = 0.5  # ≥ 1 Hz while output is non-zero: three chances per watchdog period
+HANDSHAKE_ATTEMPTS = 5  # HELLO, SET_WATCHDOG are re-sent when its answer is lost on a lossy link
+ACK_TIMEOUT_S = 1.0  # an ack slower than this is treated as lost (stop is re-sent)
+NO_WATCHDOG_MAX_FRACTION = 0.4  # S4: devices without a dead-man watchdog are limited to this
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Bounded reconnect after link loss: `attempts` tries, exponential backoff (clock s).
+
+    Each attempt is one `transport.connect()` (bleak-retry-connector retries inside it) bounded
+    by `attempt_timeout_s`: its backoff for a vanished device is 4 s per try, up to nine tries.
+    """
+
+    attempts: int = 5
+    first_backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    attempt_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """Device conditions that latch a stop (S9)."""
+
+    max_temperature_c: float = 41.0  # contact-surface target; IEC 60601-1 limit is 43 °C
+    min_battery_pct: int = 5
+    malformed_limit: int = 5  # this many malformed frames ...
+    malformed_window_s: float = 10.0  # ... within this window is a fault
+
+
+def _type_name(code: int) -> str:
+    try:
+        return FrameType(code).name
+    except ValueError:
+        return f"0x{code:02x}"
+
+
+class MassagerLink:
+    """A connected massager. Use as `async with MassagerLink(transport) as link:`."""
+
+    def __init__(
+        self,
+        transport: Any,
+        *,
+        clock: Clock | None = None,
+        watchdog_s: float = WATCHDOG_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        reconnect: ReconnectPolicy | None = None,
+        limits: DeviceLimits | None = None,
+    ) -> None:
+        self.transport = transport
+        self.clock: Clock = clock or ScaledClock()
+        self.watchdog_s = watchdog_s
+        self.heartbeat_s = heartbeat_s
+        self.ack_timeout_s = ack_timeout_s
+        self.reconnect_policy = reconnect or ReconnectPolicy()
+        self.limits = limits or DeviceLimits()
+        self.listeners: list[Callable[[LinkEvent], None]] = []
+
+        self.state = LinkState.DISCONNECTED
+        self.capabilities: Capabilities | None = None
+        self.latched = True  # nothing runs until start(): sessions start from zero (S2)
+        self.stop_reason: StopReason | None = None
+        self.commanded: tuple[int, ...] = ()
+        self.applied: tuple[int, ...] = ()
+        self.peak_level = 0  # highest level ever written to the device by this link
+        self.battery_pct: int | None = None
+        self.temperature_c: float | None = None
+        self.malformed_frames = 0
+        self.nacks = 0
+        self.failure: BaseException | None = None
+
+        self._desired: tuple[int, ...] = ()
+        self._dirty = asyncio.Event()
+        self._seq = 0
+        self._last_sent = 0.0
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._caps_waiter: asyncio.Future[Capabilities] | None = None
+        self._malformed_times: list[float] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconnecting: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, handshake (zero first), and start the writer and heartbeat."""
+        self.state = LinkState.CONNECTING
+        self.transport.on_frame = self._on_frame
+        self.transport.on_battery = self._on_battery
+        self.transport.on_disconnect = self._on_disconnect
+        try:
+            await self.transport.connect()
+            await self._handshake()
+        except BaseException:
+            self.state = LinkState.DISCONNECTED
+            await self.transport.disconnect()
+            raise
+        self.state = LinkState.READY
+        self._emit("connected", name=self.transport.name)
+        if not self._tasks:
+            self._spawn(self._writer(), "writer")
+            self._spawn(self._heartbeat(), "heartbeat")
+
+    async def close(self) -> None:
+        """Write zero (even when cancelled) and disconnect."""
+        if self.state == LinkState.CLOSED:
+            return
+        cleanup = asyncio.create_task(self._zero_and_disconnect(), name="link-close")
+        try:
+            await asyncio.shield(cleanup)
+        except asyncio.CancelledError:
+            await cleanup  # finish writing zero, then let the cancellation through
+            raise
+        finally:
+            self.state = LinkState.CLOSED
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _zero_and_disconnect(self) -> None:
+        self._latch(self.stop_reason or StopReason.COMPLETED, announce=False)
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self.transport.is_connected:
+            with contextlib.suppress(MassagerError, TimeoutError):
+                await self._write_stop()
+        await self.transport.disconnect()
+
+    # -- commands ------------------------------------------------------------------------
+
+    @property
+    def zones(self) -> int:
+        return self.capabilities.zones if self.capabilities else 0
+
+    @property
+    def max_level(self) -> int:
+        """Highest level this link will send (device max, lower without a watchdog)."""
+        caps = self.capabilities
+        if caps is None:
+            return 0
+        if not caps.has_watchdog:
+            return int(caps.max_level * NO_WATCHDOG_MAX_FRACTION)
+        return caps.max_level
+
+    @property
+    def failsafe(self) -> str:
+        """`watchdog` when the device zeroes output on its own, `none` when it cannot (S4)."""
+        return "watchdog" if self.capabilities and self.capabilities.has_watchdog else "none"
+
+    async def start(self) -> None:
+        """Explicit new start: clears the latch (and the device's), output still zero."""
+        if self.state != LinkState.READY:
+            raise ConnectionLostError(f"{self.transport.name}: cannot start while {self.state}")
+        await self._handshake()
+        self.latched = False
+        self.stop_reason = None
+        self._emit("armed")
+
+    def set_levels(self, levels: Sequence[int]) -> None:
+        """Ask for these drive levels; coalesced, latest wins, sent by the writer task."""
+        wanted = tuple(int(level) for level in levels)
+        if len(wanted) != self.zones:
+            raise SafetyLimitError(f"{len(wanted)} levels for a {self.zones}-zone device")
+        if any(not 0 <= level <= self.max_level for level in wanted):
+            raise SafetyLimitError(f"levels {wanted} outside 0-{self.max_level}")
+        if any(wanted):
+            if self.latched:
+                reason = self.stop_reason or "not started"
+                raise SafetyLimitError(f"output is latched off ({reason}); start() a new session")
+            if self.state != LinkState.READY:
+                raise ConnectionLostError(f"{self.transport.name}: link is {self.state}")
+        self._desired = wanted
+        self._dirty.set()
+
+    async def stop(self, reason: StopReason = StopReason.USER_STOP) -> StopResult:
+        """Latch output off and write zero now, ahead of anything queued. Idempotent."""
+        started = self.clock.now()
+        self._latch(reason)
+        if not self.transport.is_connected:
+            # The device watchdog zeroes it; the first frame after reconnect is zero.
+            return StopResult(self.stop_reason or reason, confirmed=False, latency_s=None)
+        try:
+            confirmed = await self._write_stop()
+        except (MassagerError, TimeoutError) as exc:
+            _LOGGER.warning("%s: stop not confirmed: %s", self.transport.name, exc)
+            confirmed = False
+        latency = self.clock.now() - started
+        self._emit("stop_confirmed" if confirmed else "stop_unconfirmed", latency_s=latency)
+        return StopResult(self.stop_reason or reason, confirmed, latency if confirmed else None)
+
+    async def set_timer(self, seconds: int) -> None:
+        """Arm the on-device session timer (a second, independent end-of-session stop)."""
+        if self.capabilities is None or not self.capabilities.has_timer:
+            return
+        await self._request(SetTimer(seconds))
+
+    # -- internals: sending ------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0xFF
+        return seq
+
+    async def _send(
+        self, message: Message, *, seq: int | None = None, response: bool = False
+    ) -> int:
+        seq = self._next_seq() if seq is None else seq
+        data = encode(message, seq)
+        await self.transport.write(data, response=response)
+        self._last_sent = self.clock.now()
+        return seq
+
+    async def _request(
+        self, message: Message, *, response: bool = False, attempts: int = 1
+    ) -> Message:
+        """Send and wait for the matching ACK (a NACK raises DeviceRejectedError)."""
+        for _ in range(attempts - 1):
+            with contextlib.suppress(DeviceTimeoutError):
+                return await self._request_once(message, response=response)
+        return await self._request_once(message, response=response)
+
+    async def _request_once(self, message: Message, *, response: bool) -> Message:
+        seq = self._next_seq()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = waiter
+        try:
+            await self._send(message, seq=seq, response=response)
+            async with asyncio.timeout(self.clock.real_seconds(self.ack_timeout_s)):
+                return await waiter
+        except TimeoutError as exc:
+            raise DeviceTimeoutError(
+                f"{self.transport.name}: no ack for {message.TYPE.name} in {self.ack_timeout_s} s"
+            ) from exc
+        finally:
+            self._pending.pop(seq, None)
+
+    async def _write_stop(self) -> bool:
+        """STOP with response where supported; True once the device acks all-zero."""
+        self._desired = self.commanded = (0,) * self.zones  # the writer has nothing left to say
+        caps = self.capabilities
+        with_response = self.transport.supports_write_with_response and (
+            caps is None or CapabilityFlags.WRITE_WITH_RESPONSE in caps.flags
+        )
+        try:
+            ack = await self._request(Stop(), response=with_response)
+        except DeviceTimeoutError:
+            await self._send(Stop())  # the ack may be what was lost; say it once more
+            return False
+        return isinstance(ack, Ack) and not any(ack.levels)
+
+    async def _handshake(self) -> None:
+        """Zero first, then HELLO → CAPABILITIES, then the watchdog period (lossy-link safe)."""
+        await self._send(Stop(), response=False)  # S5: first frame on any (re)connect is zero
+        caps = await self._hello()
+        first = self.capabilities is None
+        self.capabilities = caps
+        if first or len(self._desired) != caps.zones:
+            self._desired = self.commanded = (0,) * caps.zones
+        if caps.has_watchdog:
+            await self._request(
+                SetWatchdog(round(self.watchdog_s * 1000)), attempts=HANDSHAKE_ATTEMPTS
+            )
+        elif first:
+            _LOGGER.warning("%s: device has no watchdog; output limited", self.transport.name)
+            self._emit("limit", failsafe="none", max_level=self.max_level)
+        if first:
+            self._emit(
+                "capabilities",
+                model=caps.model,
+                firmware=caps.firmware_version,
+                zones=caps.zones,
+                max_level=caps.max_level,
+                failsafe=self.failsafe,
+            )
+
+    async def _hello(self) -> Capabilities:
+        loop = asyncio.get_running_loop()
+        for _ in range(HANDSHAKE_ATTEMPTS):
+            self._caps_waiter = loop.create_future()
+            try:
+                await self._send(Hello())
+                async with asyncio.timeout(self.clock.real_seconds(self.ack_timeout_s)):
+                    return await self._caps_waiter
+            except TimeoutError:
+                continue  # the answer may be what was lost
+            finally:
+                self._caps_waiter = None
+        raise DeviceTimeoutError(
+            f"{self.transport.name}: no answer to HELLO after {HANDSHAKE_ATTEMPTS} tries"
+        )
+
+    async def _writer(self) -> None:
+        """Send the latest wanted levels; intermediate values are dropped (coalesced)."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            levels = self._desired
+            if levels == self.commanded or self.state != LinkState.READY:
+                continue
+            if self.latched and any(levels):
+                continue
+            try:
+                await self._send(SetIntensity(levels))
+            except (MassagerError, TimeoutError) as exc:
+                _LOGGER.debug("%s: intensity write failed: %s", self.transport.name, exc)
+                continue
+            self.commanded = levels
+            self.peak_level = max(self.peak_level, *levels)
+            if self.latched and any(levels):
+                # A stop raced this write onto the wire; zero again so the stop has the last word.
+                await self._send(Stop())
+
+    async def _heartbeat(self) -> None:
+        """Keep the device watchdog fed while output is non-zero; stops when this loop stalls."""
+        while True:
+            due = self._last_sent + self.heartbeat_s
+            await self.clock.sleep(max(due - self.clock.now(), self.heartbeat_s / 10))
+            if self.state != LinkState.READY or not (any(self.commanded) or any(self.applied)):
+                continue
+            if self.clock.now() - self._last_sent >= self.heartbeat_s * 0.9:
+                with contextlib.suppress(MassagerError, TimeoutError):
+                    await self._send(Heartbeat())
+
+    # -- internals: receiving --------------------------------------------------------------
+
+    def _on_frame(self, data: bytes) -> None:
+        try:
+            frame = decode(data)
+        except ProtocolError as exc:
+            self._malformed(str(exc))
+            return
+        match frame.message:
+            case Capabilities() as caps:
+                if self._caps_waiter is not None and not self._caps_waiter.done():
+                    self._caps_waiter.set_result(caps)
+            case Ack(acked_seq=seq, levels=levels) as ack:
+                self._check_applied(levels, "ack")
+                self.applied = levels
+                self._resolve(seq, ack)
+            case Nack(acked_seq=seq, acked_type=acked_type, code=code, levels=levels) as nack:
+                self.nacks += 1
+                self.applied = levels
+                type_name = _type_name(acked_type)
+                _LOGGER.warning(
+                    "%s: device refused %s: %s", self.transport.name, type_name, code.name
+                )
+                self._emit("nack", frame_type=str(type_name), code=code.name)
+                if seq in self._pending:
+                    self._resolve(seq, nack)
+                elif self._caps_waiter is not None and acked_type == FrameType.HELLO:
+                    self._caps_waiter.set_exception(
+                        DeviceRejectedError(
+                            f"{self.transport.name}: HELLO refused: {code.name}",
+                            code=code,
+                            frame_type=acked_type,
+                        )
+                    )
+            case Status() as status:
+                self._on_status(status)
+            case ButtonPress():
+                self._emit("button")
+                self._stop_soon(StopReason.DEVICE_BUTTON)
+            case Fault(code=code) as fault:
+                self._on_fault(fault.code, fault.detail)
+            case _:
+                self._malformed(f"unexpected {frame.message.TYPE.name} from the device")
+
+    def _resolve(self, seq: int, message: Message) -> None:
+        waiter = self._pending.get(seq)
+        if waiter is None or waiter.done():
+            return
+        if isinstance(message, Nack):
+            waiter.set_exception(
+                DeviceRejectedError(
+                    f"{self.transport.name}: device refused frame {seq}: {message.code.name}",
+                    code=message.code,
+                    frame_type=message.acked_type,
+                )
+            )
+        else:
+            waiter.set_result(message)
+
+    def _on_status(self, status: Status) -> None:
+        self._check_applied(status.levels, "status")
+        self.applied = status.levels
+        self.battery_pct = status.battery_pct
+        self.temperature_c = status.temperature_c
+        if status.temperature_c > self.limits.max_temperature_c and not self.latched:
+            self._stop_soon(StopReason.OVER_TEMPERATURE, temperature_c=status.temperature_c)
+        if status.battery_pct < self.limits.min_battery_pct and not self.latched:
+            self._stop_soon(StopReason.LOW_BATTERY, battery_pct=status.battery_pct)
+
+    def _on_battery(self, percent: int) -> None:
+        self.battery_pct = percent
+
+    def _on_fault(self, code: FaultCode, detail: int) -> None:
+        self._emit("fault", code=code.name, detail=detail)
+        reason = {
+            FaultCode.OVER_TEMPERATURE: StopReason.OVER_TEMPERATURE,
+            FaultCode.LOW_BATTERY: StopReason.LOW_BATTERY,
+            FaultCode.TIMER_EXPIRED: StopReason.TIMEOUT,
+        }.get(code, StopReason.FAULT)
+        # WATCHDOG_EXPIRED means our frames stopped reaching it: never resume on our own.
+        self._stop_soon(reason, fault=code.name)
+
+    def _check_applied(self, levels: tuple[int, ...], source: str) -> None:
+        """S9: an ack or status reporting levels we never allowed is a fault."""
+        caps = self.capabilities
+        if caps is None:
+            return
+        if len(levels) != caps.zones or any(level > caps.max_level for level in levels):
+            self._stop_soon(StopReason.FAULT, problem=f"out-of-range {source}", levels=levels)
+
+    def _malformed(self, problem: str) -> None:
+        self.malformed_frames += 1
+        now = self.clock.now()
+        window = self.limits.malformed_window_s
+        self._malformed_times = [t for t in self._malformed_times if now - t < window] + [now]
+        _LOGGER.debug("%s: malformed frame: %s", self.transport.name, problem)
+        self._emit("malformed", problem=problem, count=self.malformed_frames)
+        if len(self._malformed_times) >= self.limits.malformed_limit:
+            self._stop_soon(StopReason.FAULT, problem="repeated malformed frames")
+
+    def _on_disconnect(self) -> None:
+        if self.state in (LinkState.CLOSED, LinkState.LINK_LOST, LinkState.RECONNECTING):
+            return
+        self._latch(StopReason.LINK_LOST)
+        self.state = LinkState.LINK_LOST
+        _LOGGER.warning("%s: link lost; output latched off", self.transport.name)
+        self._emit("link_lost")
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionLostError(f"{self.transport.name}: link lost"))
+        if self._caps_waiter is not None and not self._caps_waiter.done():
+            self._caps_waiter.set_exception(
+                ConnectionLostError(f"{self.transport.name}: link lost")
+            )
+        if self.reconnect_policy.attempts > 0:
+            self._reconnecting = self._spawn(self._reconnect(), "reconnect")
+
+    async def _reconnect(self) -> None:
+        policy = self.reconnect_policy
+        backoff = policy.first_backoff_s
+        for attempt in range(1, policy.attempts + 1):
+            self.state = LinkState.RECONNECTING
+            self._emit("reconnecting", attempt=attempt)
+            await self.clock.sleep(backoff)
+            try:
+                async with asyncio.timeout(self.clock.real_seconds(policy.attempt_timeout_s)):
+                    await self.transport.connect()
+                    await self._handshake()
+            except (MassagerError, TimeoutError) as exc:
+                _LOGGER.info("%s: reconnect %d failed: %s", self.transport.name, attempt, exc)
+                await self.transport.disconnect()
+                backoff = min(backoff * 2, policy.max_backoff_s)
+                continue
+            self.state = LinkState.READY
+            self._emit("reconnected", attempt=attempt)
+            return
+        self.state = LinkState.DISCONNECTED
+        _LOGGER.warning("%s: gave up after %d reconnects", self.transport.name, policy.attempts)
+        self._emit("reconnect_failed", attempts=policy.attempts)
+
+    # -- internals: latch, events, tasks ----------------------------------------------------
+
+    def _latch(
+        self, reason: StopReason, *, announce: bool = True, detail: dict[str, object] | None = None
+    ) -> None:
+        self._desired = (0,) * self.zones
+        if self.latched and self.stop_reason is not None:
+            return
+        self.latched = True
+        self.stop_reason = reason
+        if announce:
+            log = (
+                _LOGGER.info
+                if reason in (StopReason.USER_STOP, StopReason.COMPLETED)
+                else _LOGGER.warning
+            )
+            log("%s: stop (%s)", self.transport.name, reason.value)
+            self._emit("stop", reason=reason.value, **(detail or {}))
+
+    def _stop_soon(self, reason: StopReason, **detail: object) -> None:
+        """Latch now (synchronously) and write zero from a task: for callbacks."""
+        self._latch(reason, detail=detail)
+        if self.transport.is_connected and self.state == LinkState.READY:
+            self._spawn(self.stop(reason), f"stop {reason.value}")
+
+    def _emit(self, kind: str, **detail: object) -> None:
+        event = LinkEvent(kind, self.clock.now(), detail)
+        for listener in list(self.listeners):
+            listener(event)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self.transport.name} {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.failure = exc
+        _LOGGER.error("%s: task %s failed: %r", self.transport.name, task.get_name(), exc)
+        self._stop_soon(StopReason.FAULT, problem=f"{task.get_name()}: {exc!r}")
