@@ -1,0 +1,3 @@
+"""Massage profiles: what to play (pure models and waveforms, no I/O)."""
+
+__all__: list[str] = []
