@@ -12,6 +12,7 @@ from firmware_bridge.device import (
     StopResult,
 )
 from firmware_bridge.errors import (
+    BluetoothUnavailableError,
     ConnectionLostError,
     DeviceConnectionError,
     DeviceNotFoundError,
@@ -27,6 +28,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BleakTransport",
+    "BluetoothUnavailableError",
     "ConnectionLostError",
     "DeviceConnectionError",
     "DeviceLimits",

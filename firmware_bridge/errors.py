@@ -23,6 +23,10 @@ class DeviceConnectionError(MassagerError):
     """The BLE connection could not be established or was refused."""
 
 
+class BluetoothUnavailableError(DeviceConnectionError):
+    """No usable Bluetooth stack or adapter (no BlueZ/D-Bus, adapter off, no permission)."""
+
+
 class ConnectionLostError(DeviceConnectionError):
     """The link dropped; output is latched off until an explicit new start."""
 

@@ -20,6 +20,7 @@ from bleak.exc import BleakError, BleakGATTProtocolError
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
 from firmware_bridge.errors import (
+    BluetoothUnavailableError,
     ConnectionLostError,
     DeviceConnectionError,
     DeviceNotFoundError,
@@ -224,7 +225,15 @@ async def find_massager(
         scanner_kwargs["backend"] = backend
     if not (address or name):
         scanner_kwargs["service_uuids"] = [SERVICE_UUID]
-    device = await BleakScanner.find_device_by_filter(matches, timeout=timeout, **scanner_kwargs)
+    try:
+        device = await BleakScanner.find_device_by_filter(
+            matches, timeout=timeout, **scanner_kwargs
+        )
+    except (BleakError, OSError) as exc:  # no BlueZ / D-Bus / adapter: OSError from the socket
+        raise BluetoothUnavailableError(
+            f"Bluetooth is not available here ({type(exc).__name__}: {exc}); "
+            "use --sim for the simulator or --hci MONIKER for a bumble HCI transport"
+        ) from exc
     if device is None:
         wanted = address or name or f"service {SERVICE_UUID}"
         raise DeviceNotFoundError(

@@ -1,0 +1,7 @@
+"""`python -m firmware_bridge` is the `massager` command."""
+
+import sys
+
+from firmware_bridge.cli import main
+
+sys.exit(main())

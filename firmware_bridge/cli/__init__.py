@@ -1,0 +1,55 @@
+"""`massager`: the command line. The composition root: only here is `sim` imported (lazily)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from firmware_bridge.cli.commands import add_misc_commands
+from firmware_bridge.cli.run import add_run_command
+
+EXIT_OK = 0
+EXIT_FAULT = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a user mistake is one line and exit code 2, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="massager",
+        description="Safe, observable controller for BLE vibrating foot massagers.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_run_command(commands)
+    add_misc_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `massager` console script and `python -m firmware_bridge`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.verbose < 2:
+        logging.getLogger("bumble").setLevel(logging.ERROR)  # benign link chatter at WARNING
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 130
+    return code
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "build_parser", "main"]

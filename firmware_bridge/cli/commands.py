@@ -1,0 +1,133 @@
+"""`massager profiles ...`, `massager scan`, `massager sim`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from profiles.loader import ProfileError, library_names, load_builtin, load_file
+
+EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def add_misc_commands(commands: Any) -> None:
+    profiles = commands.add_parser("profiles", help="list, show or validate profiles")
+    sub = profiles.add_subparsers(dest="profiles_command", required=True)
+    listing = sub.add_parser("list", help="the built-in profiles")
+    listing.set_defaults(handler=profiles_list)
+    show = sub.add_parser("show", help="one profile's segments")
+    show.add_argument("name", help="built-in name or a TOML file")
+    show.set_defaults(handler=profiles_show)
+    validate = sub.add_parser("validate", help="check a profile file; exit 2 on any problem")
+    validate.add_argument("file")
+    validate.set_defaults(handler=profiles_validate)
+
+    scan = commands.add_parser("scan", help="look for massagers nearby")
+    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen")
+    scan.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
+    scan.set_defaults(handler=scan_command)
+
+    sim = commands.add_parser(
+        "sim", help="run the simulated massager as a BLE peripheral on a bumble HCI transport"
+    )
+    sim.add_argument(
+        "--hci", metavar="MONIKER", required=True, help="e.g. usb:0, tcp-server:_:9000"
+    )
+    sim.add_argument("--name", default="FootMassager-SIM", help="advertised name")
+    sim.add_argument("--no-watchdog", action="store_true", help="firmware without a watchdog")
+    sim.set_defaults(handler=sim_command)
+
+
+def profiles_list(args: argparse.Namespace) -> int:
+    for name in library_names():
+        profile = load_builtin(name)
+        print(f"{name:14} {profile.duration_s / 60:5.1f} min  {profile.title}")
+    return EXIT_OK
+
+
+def profiles_show(args: argparse.Namespace) -> int:
+    try:
+        profile = load_builtin(args.name) if args.name in library_names() else load_file(args.name)
+    except ProfileError as exc:
+        _problems(exc)
+        return EXIT_BAD_INPUT
+    print(
+        f"{profile.name}: {profile.title} ({profile.duration_s / 60:.1f} min, "
+        f"cool-down {profile.cool_down_s:g} s)"
+    )
+    if profile.description:
+        print(profile.description.strip())
+    start = 0.0
+    for segment in profile.flat():
+        label = segment.label or type(segment).__name__.lower()
+        zones = ",".join(segment.zones)
+        print(
+            f"  {start / 60:5.1f} min  {type(segment).__name__.lower():9} "
+            f"{segment.duration_s:5.0f} s  peak {segment.peak():.2f}  {zones:22} {label}"
+        )
+        start += segment.duration_s
+    return EXIT_OK
+
+
+def profiles_validate(args: argparse.Namespace) -> int:
+    try:
+        profile = load_file(args.file)
+    except ProfileError as exc:
+        _problems(exc)
+        return EXIT_BAD_INPUT
+    print(f"{args.file}: ok ({profile.name}, {profile.duration_s / 60:.1f} min)")
+    return EXIT_OK
+
+
+def _problems(exc: ProfileError) -> None:
+    for line in str(exc).splitlines():
+        print(f"massager: error: {line}", file=sys.stderr)
+
+
+def scan_command(args: argparse.Namespace) -> int:
+    return asyncio.run(_scan(args))
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    from bleak import BleakScanner
+    from bleak.exc import BleakError
+
+    from firmware_bridge.protocol import SERVICE_UUID
+
+    kwargs: dict[str, Any] = {"service_uuids": [SERVICE_UUID]}
+    try:
+        if args.hci:
+            from firmware_bridge.transport.bumble_backend import BumbleBleakScanner, open_central
+
+            async with open_central(args.hci) as central:
+                kwargs |= {"backend": BumbleBleakScanner, "central": central}
+                found = await BleakScanner.discover(timeout=args.timeout, return_adv=True, **kwargs)
+        else:
+            found = await BleakScanner.discover(timeout=args.timeout, return_adv=True, **kwargs)
+    except (BleakError, OSError) as exc:
+        print(f"massager: error: Bluetooth is not available: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    if not found:
+        print("no massagers found", file=sys.stderr)
+    for device, adv in found.values():
+        print(f"{device.address}  {adv.rssi:4d} dBm  {adv.local_name or device.name or '?'}")
+    return EXIT_OK
+
+
+def sim_command(args: argparse.Namespace) -> int:
+    from sim.firmware import FaultPlan
+    from sim.hosts.bumble_host import serve
+    from sim.hosts.runtime import SimulatedMassager
+
+    massager = SimulatedMassager(name=args.name, plan=FaultPlan(no_watchdog=args.no_watchdog))
+    print(f"simulated massager {args.name!r} on {args.hci}; Ctrl-C ends it", file=sys.stderr)
+    try:
+        asyncio.run(serve(args.hci, massager))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - any transport failure is reported in one line
+        print(f"massager: error: cannot run on {args.hci}: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    return EXIT_OK

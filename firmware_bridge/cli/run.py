@@ -1,0 +1,236 @@
+"""`massager run PROFILE`: play a profile on a massager or the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from firmware_bridge.device import MassagerLink, StopReason
+from firmware_bridge.errors import DeviceConnectionError, DeviceNotFoundError, MassagerError
+from firmware_bridge.protocol import ScaledClock
+from firmware_bridge.record import SessionRecord
+from firmware_bridge.runner import Session
+from firmware_bridge.safety import HARD_CEILING_S, SafetySettings
+from firmware_bridge.transport import Transport
+from profiles.loader import ProfileError, resolve
+from profiles.model import Profile
+
+EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
+MAX_SPEED = 1000.0  # beyond this the simulated clock outruns the 20 Hz control loop
+
+
+def _number(kind: type[float] | type[int], low: float, high: float, what: str) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {low:g}-{high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def add_run_command(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="play a profile on a massager (or the simulator with --sim)",
+        description="Play a profile under the safety governor. Ctrl-C stops at once.",
+    )
+    run.add_argument("profile", help="built-in profile name (see `profiles list`) or a TOML file")
+    run.add_argument("--sim", action="store_true", help="use the simulated massager")
+    run.add_argument(
+        "--sim-tier",
+        choices=("bumble", "memory"),
+        default="bumble",
+        help="simulator under bleak: bumble virtual link (default) or in-memory",
+    )
+    run.add_argument(
+        "--speed",
+        type=_number(float, 0.1, MAX_SPEED, "--speed"),
+        default=1.0,
+        help="with --sim: run the simulator and every timer X times faster",
+    )
+    run.add_argument(
+        "--cap",
+        type=_number(int, 0, 10, "--cap"),
+        default=4,
+        help="upper bound on the 0-10 scale: output ≤ cap/10 of the device maximum (default 4)",
+    )
+    run.add_argument(
+        "--max-minutes",
+        type=_number(float, 0.1, HARD_CEILING_S / 60, "--max-minutes"),
+        default=15.0,
+        help="session limit in minutes (default 15, at most 30)",
+    )
+    run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    run.add_argument(
+        "--mqtt", default="off", metavar="URL|embedded|off", help="telemetry broker (default off)"
+    )
+    run.add_argument("--device-id", help="device id for telemetry topics")
+    select = run.add_mutually_exclusive_group()
+    select.add_argument("--address", help="connect to this Bluetooth address")
+    select.add_argument("--name", help="connect to the massager advertising this name")
+    run.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
+    run.add_argument(
+        "--scan-timeout", type=_number(float, 0.5, 120, "--scan-timeout"), default=10.0
+    )
+    run.set_defaults(handler=run_command)
+
+
+def _error(message: str) -> None:
+    print(f"massager: error: {message}", file=sys.stderr)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        profile = resolve(args.profile)
+    except ProfileError as exc:
+        for line in str(exc).splitlines():
+            _error(line)
+        return EXIT_BAD_INPUT
+    if args.speed != 1.0 and not args.sim:
+        _error("--speed needs --sim (real devices run in real time)")
+        return EXIT_BAD_INPUT
+    if args.sim and (args.address or args.name or args.hci):
+        _error("--sim cannot be combined with --address, --name or --hci")
+        return EXIT_BAD_INPUT
+    if args.mqtt != "off":
+        print(
+            "massager: MQTT telemetry is not available in this version; continuing without it",
+            file=sys.stderr,
+        )
+    from firmware_bridge.cli.display import NOTICE
+
+    print(NOTICE, file=sys.stderr)
+    settings = SafetySettings(cap=args.cap, max_session_s=args.max_minutes * 60)
+    return asyncio.run(_run(args, profile, settings))
+
+
+@asynccontextmanager
+async def _device(
+    args: argparse.Namespace, clock: ScaledClock
+) -> AsyncIterator[tuple[Transport, Any]]:
+    from firmware_bridge.cli import devices  # lazily: imports bumble, and `sim` for --sim
+
+    if args.sim:
+        async with devices.open_simulator(args.sim_tier, clock=clock) as setup:
+            yield setup.transport, setup.massager
+    else:
+        async with devices.open_hardware(
+            address=args.address, name=args.name, hci=args.hci, scan_timeout=args.scan_timeout
+        ) as transport:
+            yield transport, None
+
+
+async def _run(args: argparse.Namespace, profile: Profile, settings: SafetySettings) -> int:
+    clock = ScaledClock(args.speed)
+    try:
+        async with _device(args, clock) as (transport, massager):
+            link = MassagerLink(transport, clock=clock)
+            async with link:
+                record, extra = await _play(args, link, profile, settings, massager)
+    except (DeviceNotFoundError, DeviceConnectionError) as exc:
+        _error(str(exc))
+        return EXIT_FAULT
+    except MassagerError as exc:
+        _error(f"device problem: {exc}")
+        return EXIT_FAULT
+    if massager is not None:
+        extra["sim"] = {
+            "final_levels": list(massager.firmware.levels),
+            "last_change": massager.firmware.applied[-1].cause
+            if massager.firmware.applied
+            else None,
+            "frames_received": len(massager.firmware.received),
+        }
+    _report(args, record, extra)
+    return EXIT_OK if record.ok else EXIT_FAULT
+
+
+async def _play(
+    args: argparse.Namespace,
+    link: MassagerLink,
+    profile: Profile,
+    settings: SafetySettings,
+    massager: Any,
+) -> tuple[SessionRecord, dict[str, Any]]:
+    from firmware_bridge.cli.display import ProgressLine
+
+    live = sys.stdout.isatty() and not args.json
+    display = ProgressLine(sys.stdout, profile.name) if live else None
+    session = Session(
+        link,
+        profile,
+        settings,
+        rating_source=massager.rating if massager is not None else None,
+        on_sample=display.sample if display else None,
+        on_event=display.event if display else None,
+    )
+    caps = link.capabilities
+    extra: dict[str, Any] = {
+        "device": {
+            "name": link.transport.name,
+            "failsafe": link.failsafe,
+            "firmware": caps.firmware_version if caps else None,
+        },
+        "speed": args.speed,
+    }
+    print(
+        f"Playing {profile.name} ({profile.duration_s / 60:.1f} min, limit "
+        f"{settings.session_limit_s / 60:g} min, cap {settings.cap}) on {link.transport.name}. "
+        "Ctrl-C stops" + ("; type 0-10 + Enter to rate discomfort." if sys.stdin.isatty() else "."),
+        file=sys.stderr,
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, session.request_stop, StopReason.USER_STOP)
+    keyboard = _keyboard(session) if sys.stdin.isatty() else contextlib.nullcontext()
+    try:
+        with keyboard:
+            record = await session.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if display is not None:
+            display.close()
+    return record, extra
+
+
+@contextlib.contextmanager
+def _keyboard(session: Session) -> Any:
+    """Line input while running: a number 0-10 is a rating; s, q or stop ends the session."""
+    loop = asyncio.get_running_loop()
+
+    def on_line() -> None:
+        text = sys.stdin.readline().strip().lower()
+        if text in {"s", "q", "stop", "quit"}:
+            session.request_stop(StopReason.USER_STOP)
+        elif text.isdigit() and 0 <= int(text) <= 10:
+            session.report_discomfort(int(text))
+        elif text:
+            print(f"  (type 0-10 to rate, or s to stop; not {text!r})", file=sys.stderr)
+
+    loop.add_reader(sys.stdin.fileno(), on_line)
+    try:
+        yield
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+
+
+def _report(args: argparse.Namespace, record: SessionRecord, extra: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(record.summary() | extra))
+        return
+    from firmware_bridge.cli.display import human_summary
+
+    print(human_summary(record, extra))

@@ -1,0 +1,268 @@
+"""The runner: plays a profile through the safety governor on a connected massager.
+
+One TaskGroup per session owns the control loop (20 Hz, coalesced by the link), the per-second
+sampler (record + telemetry hook) and the ratings poller. `stop()` from any task or interface
+goes straight to the link (bypassing the control loop) and latches the governor; the device is
+left at zero however the session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from firmware_bridge.device import LinkEvent, MassagerLink, StopReason, StopResult
+from firmware_bridge.errors import DeviceRejectedError, MassagerError
+from firmware_bridge.record import Event, Sample, SessionRecord
+from firmware_bridge.safety import (
+    HARD_CEILING_S,
+    Decision,
+    SafetyGovernor,
+    SafetySettings,
+    to_levels,
+)
+from profiles.model import Profile
+from profiles.waveforms import Timeline
+
+_LOGGER = logging.getLogger(__name__)
+
+CONTROL_HZ = 20.0  # profile sampled this often; the link only sends changes
+SAMPLE_PERIOD_S = 1.0  # per-second samples in the record and the telemetry hook
+RATING_PERIOD_S = 30.0  # how often a rating source (virtual user, prompt) is asked
+DEVICE_TIMER_MARGIN_S = 5  # the on-device timer is a backstop just after the session limit
+
+# Link stop reasons that end the session (everything the link latches on by itself).
+_LINK_STOPS = {reason.value: reason for reason in StopReason}
+
+
+class Session:
+    """One session of one profile on one massager. Use `await Session(...).run()` once."""
+
+    def __init__(
+        self,
+        link: MassagerLink,
+        profile: Profile,
+        settings: SafetySettings | None = None,
+        *,
+        control_hz: float = CONTROL_HZ,
+        rating_source: Callable[[], int | None] | None = None,
+        rating_period_s: float = RATING_PERIOD_S,
+        on_sample: Callable[[Sample], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.link = link
+        self.profile = profile
+        self.settings = settings or SafetySettings()
+        self.clock = link.clock
+        self.timeline = Timeline(profile)
+        self.control_period_s = 1.0 / control_hz
+        self.rating_source = rating_source
+        self.rating_period_s = rating_period_s
+        self.on_sample = on_sample
+        self.on_event = on_event
+        self.record = SessionRecord(profile=profile.name, cap=self.settings.cap)
+        self.governor: SafetyGovernor | None = None
+        self.segment = ""
+        self._t0 = 0.0
+        self._finished = asyncio.Event()
+        self._stop_task: asyncio.Task[None] | None = None
+
+    # -- the API ---------------------------------------------------------------------------
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.clock.now() - self._t0 if self._t0 else 0.0
+
+    async def stop(self, reason: StopReason = StopReason.USER_STOP) -> None:
+        """Stop now, from anywhere: zero goes to the device ahead of anything else."""
+        if self.governor is not None:
+            self.governor.stop(reason)
+        self._note_stop(await self.link.stop(reason))
+        self._finished.set()
+
+    def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> None:
+        """`stop()` for synchronous callers (signal handlers, callbacks)."""
+        if self.governor is not None:
+            self.governor.stop(reason)
+        if self._stop_task is None or self._stop_task.done():
+            self._stop_task = asyncio.create_task(self.stop(reason), name=f"stop {reason.value}")
+
+    def report_discomfort(self, rating: int) -> Decision:
+        """A 0-10 rating from the person (S6). Raises ValueError outside 0-10."""
+        if self.governor is None:
+            raise RuntimeError("session not running")
+        now = self.clock.now()
+        decision = self.governor.report_discomfort(rating, now)
+        self.record.ratings.append((now - self._t0, rating))
+        self._event("discomfort", nrs=rating, decision=decision.value)
+        if decision is Decision.STOP:
+            self.request_stop(StopReason.DISCOMFORT)
+        return decision
+
+    async def run(self) -> SessionRecord:
+        """Play the profile until it completes or something stops it; returns the record."""
+        link = self.link
+        if link.capabilities is None:
+            raise MassagerError("connect the link before running a session")
+        self.governor = SafetyGovernor(
+            self.settings,
+            zones=link.zones,
+            device_max=link.max_level / link.capabilities.max_level,
+        )
+        link.listeners.append(self._on_link_event)
+        await link.start()
+        self._t0 = self.clock.now()
+        self.governor.start(self._t0)
+        limit = self.settings.session_limit_s
+        backstop = min(limit, self.timeline.duration_s) + DEVICE_TIMER_MARGIN_S
+        try:
+            await link.set_timer(int(min(backstop, HARD_CEILING_S)))
+        except DeviceRejectedError as exc:  # the controller's own limit still applies
+            self._event("limit", device_timer="refused", problem=str(exc))
+        self._event(
+            "session_started",
+            profile=self.profile.name,
+            duration_s=self.timeline.duration_s,
+            limit_s=limit,
+            cap=self.settings.cap,
+            failsafe=link.failsafe,
+        )
+        if link.failsafe == "none":
+            self._event("limit", failsafe="none", max_intensity=self.governor.device_max)
+        try:
+            async with asyncio.TaskGroup() as group:
+                control = group.create_task(self._control(), name="control")
+                others = [
+                    group.create_task(self._sampler(), name="sampler"),
+                    group.create_task(self._ratings(), name="ratings"),
+                ]
+                control.add_done_callback(lambda _t: [t.cancel() for t in others])
+        except* Exception as failure:  # S9: any unhandled exception in a session task is a fault
+            first = failure.exceptions[0]
+            _LOGGER.exception("%s: session task failed: %r", link.transport.name, first)
+            self._event("fault", problem=repr(first))
+            self.governor.stop(StopReason.FAULT)
+        finally:
+            with contextlib.suppress(ValueError):
+                link.listeners.remove(self._on_link_event)
+            reason = self.governor.stop_reason or StopReason.FAULT
+            self.governor.stop(reason)
+            await asyncio.shield(self._finish(reason))
+        return self.record
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def _control(self) -> None:
+        governor, link = self.governor, self.link
+        if governor is None or link.capabilities is None:
+            raise RuntimeError("control loop started before the session")
+        max_level = link.capabilities.max_level
+        next_tick = self.clock.now()
+        while not governor.stopped:
+            now = self.clock.now()
+            position = self.timeline.at(now - self._t0)
+            if position is None:
+                governor.stop(StopReason.COMPLETED)
+                break
+            if position.label != self.segment:
+                self.segment = position.label
+                self._event("segment", index=position.index, label=position.label)
+            fractions = governor.limit(position.levels, now)
+            if governor.stopped:  # the session limit elapsed inside limit()
+                break
+            link.set_levels(to_levels(fractions, max_level))
+            next_tick += self.control_period_s
+            await self.clock.sleep(max(0.0, next_tick - self.clock.now()))
+
+    async def _sampler(self) -> None:
+        while True:
+            self._sample()
+            await self.clock.sleep(SAMPLE_PERIOD_S)
+
+    async def _ratings(self) -> None:
+        if self.rating_source is None:
+            return
+        while True:
+            await self.clock.sleep(self.rating_period_s)
+            rating = self.rating_source()
+            if rating is not None and self.governor is not None and not self.governor.stopped:
+                self.report_discomfort(rating)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _finish(self, reason: StopReason) -> None:
+        """Zero the device (confirmed where possible) and close the record."""
+        result = None
+        with contextlib.suppress(MassagerError, TimeoutError):
+            result = await self.link.stop(reason)
+        if self._stop_task is not None:
+            with contextlib.suppress(MassagerError, TimeoutError, asyncio.CancelledError):
+                await self._stop_task
+        if result is not None:
+            self._note_stop(result)
+        self.record.stop_reason = self.link.stop_reason or reason
+        self.record.duration_s = self.elapsed_s
+        self._sample()
+        if not any(event.type == "stop" for event in self.record.events):
+            self._event("stop", reason=self.record.stop_reason.value)
+        self._finished.set()
+
+    def _note_stop(self, result: StopResult) -> None:
+        """Keep the first stop's outcome; latency in real seconds (the clock may be scaled)."""
+        if self.record.stop_confirmed is None:
+            self.record.stop_confirmed = result.confirmed
+            if result.latency_s is not None:
+                self.record.stop_latency_s = self.clock.real_seconds(result.latency_s)
+
+    def _fraction(self, levels: tuple[int, ...]) -> float:
+        caps = self.link.capabilities
+        if caps is None or not levels:
+            return 0.0
+        return max(levels) / caps.max_level
+
+    def _sample(self) -> None:
+        governor = self.governor
+        now = self.clock.now()
+        commanded = self.link.commanded
+        intensity = self._fraction(commanded)
+        self.record.max_intensity = max(
+            self.record.max_intensity, self._fraction((self.link.peak_level,))
+        )
+        caps = self.link.capabilities
+        sample = Sample(
+            elapsed_s=round(now - self._t0, 3),
+            remaining_s=round(
+                min(
+                    governor.remaining(now) if governor else 0.0,
+                    max(0.0, self.timeline.duration_s - (now - self._t0)),
+                ),
+                3,
+            ),
+            segment=self.segment,
+            intensity=round(intensity, 4),
+            applied=round(self._fraction(self.link.applied), 4),
+            zones=tuple(round(level / caps.max_level, 4) for level in commanded) if caps else (),
+            nrs=governor.last_rating if governor else None,
+            battery=self.link.battery_pct,
+            temperature_c=self.link.temperature_c,
+        )
+        self.record.samples.append(sample)
+        if self.on_sample is not None:
+            self.on_sample(sample)
+
+    def _event(self, kind: str, **detail: Any) -> None:
+        event = Event(kind, round(self.clock.now() - self._t0, 3) if self._t0 else 0.0, detail)
+        self.record.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _on_link_event(self, event: LinkEvent) -> None:
+        if event.kind == "stop":
+            reason = _LINK_STOPS.get(str(event.detail.get("reason")), StopReason.FAULT)
+            if self.governor is not None:
+                self.governor.stop(reason)
+        if event.kind in {"stop", "fault", "link_lost", "reconnected", "nack", "button", "limit"}:
+            self._event(event.kind, **dict(event.detail))

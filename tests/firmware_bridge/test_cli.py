@@ -1,0 +1,193 @@
+"""The `massager` command: the DESIGN.md contract, bad input, and signals to a real process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.cli import main
+
+GOOD_PROFILE = """
+name = "mine"
+title = "Mine"
+[[segments]]
+kind = "steady"
+duration_s = 60
+level = 0.5
+[[segments]]
+kind = "ramp"
+duration_s = 30
+start = 0.2
+end = 0.0
+cool_down = true
+"""
+
+
+def massager(*args: str) -> subprocess.Popen[str]:
+    """`python -m firmware_bridge ...` as a real process, no stdin (like CI)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "firmware_bridge", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def broken(tmp_path: Path, name: str, text: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def huge_file(tmp_path: Path) -> str:
+    path = tmp_path / "huge.toml"
+    with path.open("wb") as handle:
+        handle.truncate(100 * 1024 * 1024)
+    return str(path)
+
+
+BAD_FLAGS = [
+    (["run"], "the following arguments are required: profile"),
+    (["run", "heel-spur", "--cap", "11"], "--cap must be 0-10, got 11"),
+    (["run", "heel-spur", "--cap", "lots"], "--cap must be a number, got 'lots'"),
+    (["run", "heel-spur", "--sim", "--speed", "0"], "--speed must be 0.1-1000"),
+    (["run", "heel-spur", "--speed", "10"], "--speed needs --sim"),
+    (["run", "heel-spur", "--sim", "--max-minutes", "31"], "--max-minutes must be 0.1-30"),
+    (["run", "heel-spur", "--sim", "--address", "AA:BB"], "--sim cannot be combined"),
+    (["run", "heel-spur", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "no-such-profile", "--sim"], "no built-in profile of that name"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1, err
+    assert message in errors[0]
+    assert "Traceback" not in err
+
+
+PROFILE_CASES = [
+    ("wrong-type.toml", GOOD_PROFILE.replace("level = 0.5", 'level = "loud"'), "segments[0].level"),
+    ("range.toml", GOOD_PROFILE.replace("level = 0.5", "level = 2"), "must be between 0 and 1"),
+    ("kind.toml", GOOD_PROFILE.replace('"steady"', '"wiggle"'), "unknown segment kind 'wiggle'"),
+    ("zone.toml", GOOD_PROFILE.replace("level = 0.5", 'level = 0.5\nzones = ["toes"]'), "zones[0]"),
+    ("empty.toml", "", "name: field required"),
+    ("not.toml", "this is { not toml", "not valid TOML"),
+    ("binary.toml", b"\x00\xff\xfe\x01", "not UTF-8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"), PROFILE_CASES, ids=[c[0] for c in PROFILE_CASES]
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_profiles_exit_2_naming_file_and_field(
+    tmp_path: Path,
+    name: str,
+    text: str | bytes,
+    message: str,
+    command: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = broken(tmp_path, name, text)
+    argv = ["profiles", "validate", path] if command == "validate" else ["run", path, "--sim"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"massager: error: {name}: " in err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_100_mb_profile_is_refused_quickly(
+    huge_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert main(["profiles", "validate", huge_file]) == 2
+    assert time.monotonic() - started < 1.0
+    assert "a profile is at most" in capsys.readouterr().err
+
+
+def test_profiles_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("heel-spur", "relax", "lymphatic", "zone-walk", "maintenance"):
+        assert name in listing
+    assert main(["profiles", "show", "heel-spur"]) == 0
+    assert "rib strikes" in capsys.readouterr().out
+    assert main(["profiles", "validate", broken(tmp_path, "mine.toml", GOOD_PROFILE)]) == 0
+    assert "ok (mine, 1.5 min)" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(90)
+def test_readme_first_command_completes_at_speed_with_a_json_summary() -> None:
+    proc = massager("run", "heel-spur", "--sim", "--speed", "60", "--json")
+    out, err = proc.communicate(timeout=80)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["profile"] == "heel-spur"
+    assert summary["stop_reason"] == "completed"
+    assert summary["duration_s"] == pytest.approx(870, abs=2)
+    assert 0 < summary["max_intensity"] <= summary["cap"] / 10
+    assert {"events", "cap", "duration_s"} <= summary.keys()
+    assert summary["sim"]["final_levels"] == [0, 0, 0]
+    assert "not a medical device" in err  # the notice is always shown
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("tier", ["bumble", "memory"])
+def test_signal_is_a_clean_user_stop_that_zeroes_the_device(sig: signal.Signals, tier: str) -> None:
+    proc = massager("run", "heel-spur", "--sim", "--sim-tier", tier, "--speed", "20", "--json")
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    for line in proc.stderr:
+        if line.startswith("Playing heel-spur"):
+            break
+        assert time.monotonic() < deadline
+    time.sleep(2.5)  # ~50 session-seconds into the warm-up ramp: output is clearly non-zero
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["stop_reason"] == "user_stop"
+    assert summary["max_intensity"] > 0  # it was running
+    assert summary["sim"]["final_levels"] == [0, 0, 0]
+    assert summary["sim"]["last_change"] == "stop"  # zero written by the stop, not by the profile
+    assert summary["stop_confirmed"] is True
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["run", "relax", "--scan-timeout", "0.5"], ["scan", "--timeout", "0.5"]]
+)
+def test_no_device_or_no_bluetooth_is_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Here there is no Bluetooth stack at all; on a machine with one, nothing answers the scan.
+    # Either way: one line, no traceback, exit 1 for run (scan reports an empty result or error).
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code in (0, 1) if argv[0] == "scan" else code == 1
+    assert "Traceback" not in err
+    if code:
+        assert len([line for line in err.splitlines() if "massager: error:" in line]) == 1
