@@ -1,60 +1,41 @@
-"""A bleak backend over a bumble central: bleak's front end on any bumble HCI transport.
-
-Production: `open_central("usb:0")` (a USB dongle, `serial:`, `tcp-client:`...) and pass the
-`Device` it yields as `central=` to `BumbleBleakScanner` / `BumbleBleakClient` through bleak's
-`backend=` seam. Tests reach the tier-2 simulator the same way. Import this module lazily: it
-imports bumble.
-"""
-
-from __future__ import annotations
+"""The bleak client backend over a bumble central."""
 
 import asyncio
 import contextlib
 import logging
-import uuid
-import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from bleak.args import SizedBuffer
-from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakError
 from bumble import att, core, hci
-from bumble.core import UUID, AdvertisingData
-from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.device import Connection, Device, Peer
 from bumble.gatt_client import CharacteristicProxy
-from bumble.transport import open_transport
 
-from firmware_bridge.protocol import BATTERY_SERVICE_UUID, SERVICE_UUID
+from firmware_bridge.transport.bumble_backend.convert import (
+    _CONNECT_LOCKS,
+    _T,
+    ATT_HEADER,
+    CANCEL_GRACE_S,
+    DEFAULT_MTU,
+    DEFAULT_SERVICES,
+    DISCONNECT_TIMEOUT_S,
+    OPERATION_TIMEOUT_S,
+    BumbleDeviceDetails,
+    _describe,
+    _outcome,
+    _parse_address,
+    _properties,
+    _uuid,
+    _uuid_str,
+)
 
 _LOGGER = logging.getLogger(__name__)
-_T = TypeVar("_T")
-
-DEFAULT_MTU = 247  # what phones and BlueZ negotiate with a device that asks for it
-ATT_HEADER = 3  # opcode + handle: one ATT write carries MTU - 3 bytes of value
-OPERATION_TIMEOUT_S = 5.0  # every GATT operation is bounded; bumble's own limit is 30 s
-DISCONNECT_TIMEOUT_S = 2.0  # a requested disconnect that takes longer is finished locally
-CANCEL_GRACE_S = 1.0  # a controller confirms a cancelled connect within this (or is broken)
-DEFAULT_SERVICES = (SERVICE_UUID, BATTERY_SERVICE_UUID)  # discovered unless bleak's services= says
-SIG_BASE_SUFFIX = "-0000-1000-8000-00805f9b34fb"  # 16-bit SIG UUIDs live in this 128-bit range
-
-_CONNECT_LOCKS: weakref.WeakKeyDictionary[Device, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True, slots=True)
-class BumbleDeviceDetails:
-    """`BLEDevice.details` from `BumbleBleakScanner`: which central heard which address."""
-
-    central: Device
-    address: hci.Address
 
 
 class BumbleBleakClient(BaseBleakClient):
@@ -399,192 +380,3 @@ class BumbleBleakClient(BaseBleakClient):
         task = asyncio.create_task(coroutine, name=f"{self.address} cleanup")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-class BumbleBleakScanner(BaseBleakScanner):
-    """bleak scanner backend listening through a bumble central."""
-
-    def __init__(
-        self,
-        detection_callback: AdvertisementDataCallback | None,
-        service_uuids: list[str] | None,
-        scanning_mode: Literal["active", "passive"] = "active",
-        *,
-        central: Device | None = None,
-        **kwargs: Any,  # bleak passes bluez= and cb=
-    ) -> None:
-        super().__init__(detection_callback, service_uuids)
-        if central is None:
-            raise ValueError("BumbleBleakScanner needs central= (a powered-on bumble Device)")
-        self._central = central
-        self._active = scanning_mode == "active"
-        self._started_scanning = False
-
-    async def start(self) -> None:
-        self.seen_devices = {}
-        self._central.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
-        if not self._central.is_scanning:  # another scanner on this central may be running
-            await self._central.start_scanning(active=self._active, filter_duplicates=False)
-            self._started_scanning = True
-
-    async def stop(self) -> None:
-        self._central.remove_listener(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
-        if self._started_scanning and self._central.is_scanning:
-            await self._central.stop_scanning()
-        self._started_scanning = False
-
-    def _on_advertisement(self, advertisement: Advertisement) -> None:
-        # A scan response arrives merged with the advertisement it answers: same device, fuller
-        # data (e.g. the complete name), so it is reported too.
-        data = advertisement.data
-        service_uuids = _advertised_uuids(data)
-        if not self.is_allowed_uuid(service_uuids):
-            return
-        key = str(advertisement.address)
-        name = _advertised_name(data)
-        if name is None and key in self.seen_devices:
-            name = self.seen_devices[key][0].name  # keep the name a scan response told us
-        tx_power: int | None = advertisement.tx_power
-        if tx_power == Advertisement.TX_POWER_NOT_AVAILABLE:
-            levels = data.get_all(AdvertisingData.Type.TX_POWER_LEVEL)
-            tx_power = levels[0] if levels else None
-        adv = AdvertisementData(
-            local_name=name,
-            manufacturer_data={
-                company: bytes(payload)
-                for company, payload in data.get_all(
-                    AdvertisingData.Type.MANUFACTURER_SPECIFIC_DATA
-                )
-            },
-            service_data=_service_data(data),
-            service_uuids=service_uuids,
-            tx_power=tx_power,
-            rssi=advertisement.rssi,
-            platform_data=(advertisement,),
-        )
-        address = advertisement.address
-        details = BumbleDeviceDetails(self._central, address)
-        device = self.create_or_update_device(key, address.to_string(False), name, details, adv)
-        self.call_detection_callbacks(device, adv)
-
-
-@asynccontextmanager
-async def open_central(
-    hci_moniker: str, *, name: str = "firmware-bridge", address: str | None = None
-) -> AsyncIterator[Device]:
-    """A powered-on bumble central on an HCI transport (`usb:0`, `serial:...`, `tcp-client:...`)."""
-    transport = await open_transport(hci_moniker)
-    try:
-        own = hci.Address(address) if address else hci.Address.generate_static_address()
-        device = Device.with_hci(name, own, transport.source, transport.sink)
-        await device.power_on()
-        try:
-            yield device
-        finally:
-            await asyncio.shield(_power_down(device))
-    finally:
-        await transport.close()
-
-
-async def _power_down(device: Device) -> None:
-    """Disconnect every link (waiting for the events), stop scanning, power off."""
-    for connection in list(device.connections.values()):
-        with contextlib.suppress(core.BaseBumbleError, hci.HCI_Error, TimeoutError):
-            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                await connection.disconnect()
-    if device.is_scanning:
-        await device.stop_scanning()
-    await device.power_off()
-
-
-# -- conversions ------------------------------------------------------------------------------
-
-
-def _outcome(address: str, what: str, timeout: float, task: asyncio.Task[_T]) -> _T:
-    """The task's result, with bumble's exceptions translated into bleak's."""
-    exc = task.exception()
-    if exc is None:
-        return task.result()
-    if isinstance(exc, att.ATT_Error):
-        raise BleakGATTProtocolError(exc.error_code) from exc
-    if isinstance(exc, (TimeoutError, core.TimeoutError)):
-        raise TimeoutError(
-            f"{address}: {what} timed out after {timeout:g} s; link dropped"
-        ) from exc
-    if isinstance(exc, (core.BaseBumbleError, hci.HCI_Error)):
-        raise BleakError(f"{address}: {what} failed: {_describe(exc)}") from exc
-    raise exc
-
-
-def _describe(exc: BaseException) -> str:
-    """A readable one-liner (bumble's own str() of an error carries terminal colour codes)."""
-    code = getattr(exc, "error_code", None)
-    if isinstance(code, int):
-        name = getattr(exc, "error_name", "") or hci.HCI_Constant.error_name(code)
-        return f"{type(exc).__name__} {name} (0x{code:02x})"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _parse_address(address: str) -> hci.Address:
-    """bleak's address string; a `/P` suffix marks a public address (random is the default)."""
-    try:
-        return hci.Address.from_string_for_transport(address, core.PhysicalTransport.LE)
-    except ValueError as exc:
-        raise BleakError(f"{address!r} is not a Bluetooth address") from exc
-
-
-def _uuid(text: str) -> UUID:
-    """A bumble UUID, 16-bit for SIG ones (a server matches services in their short form)."""
-    normalized = str(uuid.UUID(text))
-    if normalized.startswith("0000") and normalized.endswith(SIG_BASE_SUFFIX):
-        return UUID.from_16_bits(int(normalized[4:8], 16))
-    return UUID(normalized)
-
-
-def _uuid_str(value: UUID) -> str:
-    """bleak's form: 128-bit, lower case, dashed."""
-    return str(uuid.UUID(bytes=bytes(reversed(value.uuid_128_bytes))))
-
-
-def _properties(flags: int) -> list[CharacteristicPropertyName]:
-    return [name for bit, name in CHARACTERISTIC_PROPERTIES.items() if flags & bit]
-
-
-def _advertised_name(data: AdvertisingData) -> str | None:
-    for kind in (
-        AdvertisingData.Type.COMPLETE_LOCAL_NAME,
-        AdvertisingData.Type.SHORTENED_LOCAL_NAME,
-    ):
-        if names := data.get_all(kind):
-            return str(names[0])
-    return None
-
-
-def _advertised_uuids(data: AdvertisingData) -> list[str]:
-    uuids: list[str] = []
-    for kind in (
-        AdvertisingData.Type.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-        AdvertisingData.Type.INCOMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-        AdvertisingData.Type.COMPLETE_LIST_OF_32_BIT_SERVICE_CLASS_UUIDS,
-        AdvertisingData.Type.INCOMPLETE_LIST_OF_32_BIT_SERVICE_CLASS_UUIDS,
-        AdvertisingData.Type.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
-        AdvertisingData.Type.INCOMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
-    ):
-        for group in data.get_all(kind):
-            for value in group:
-                text = _uuid_str(value)
-                if text not in uuids:  # a merged scan response repeats the advertisement's
-                    uuids.append(text)
-    return uuids
-
-
-def _service_data(data: AdvertisingData) -> dict[str, bytes]:
-    result: dict[str, bytes] = {}
-    for kind in (
-        AdvertisingData.Type.SERVICE_DATA_16_BIT_UUID,
-        AdvertisingData.Type.SERVICE_DATA_32_BIT_UUID,
-        AdvertisingData.Type.SERVICE_DATA_128_BIT_UUID,
-    ):
-        for service, payload in data.get_all(kind):
-            result[_uuid_str(service)] = bytes(payload)
-    return result
