@@ -134,6 +134,9 @@ class Firmware:
     plan: FaultPlan = field(default_factory=FaultPlan)
     status_interval_s: float = STATUS_INTERVAL_S
     motor_response_s: float = MOTOR_RESPONSE_S
+    # Hosts running faster than real time set this: the watchdog never expires sooner than it
+    # (see SimulatedMassager), so a process hiccup at --speed 120 is not a dead controller.
+    watchdog_floor_s: float = 0.0
 
     received: list[ReceivedFrame] = field(default_factory=list, init=False)
     applied: list[AppliedLevels] = field(default_factory=list, init=False)
@@ -166,6 +169,10 @@ class Firmware:
         self._next_status = now + self.status_interval_s
         self._seq = 0
         self.boots += 1
+
+    @property
+    def _watchdog_period(self) -> float:
+        return max(self.watchdog_s or 0.0, self.watchdog_floor_s)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -242,7 +249,7 @@ class Firmware:
         """Device time of the next thing `tick` must handle (host sleeps until then)."""
         deadlines = [self._next_status]
         if self.watchdog_s is not None and any(self.levels):
-            deadlines.append(self._last_valid_frame + self.watchdog_s)
+            deadlines.append(self._last_valid_frame + self._watchdog_period)
         if self.timer_deadline is not None:
             deadlines.append(self.timer_deadline)
         for at, fired in (
@@ -330,7 +337,7 @@ class Firmware:
                 self._last_battery_reported = round(self.battery_pct)
                 actions.append(BatteryLevel(self._last_battery_reported))
         if self.watchdog_s is not None and any(self.levels):
-            expiry = self._last_valid_frame + self.watchdog_s
+            expiry = self._last_valid_frame + self._watchdog_period
             if now >= expiry:
                 # Recorded at the expiry: a real device zeroes on its own clock even when the
                 # simulation only catches up later (e.g. the shared event loop was stalled).

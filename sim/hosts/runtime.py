@@ -26,6 +26,9 @@ from sim.foot import Foot
 
 _LOGGER = logging.getLogger(__name__)
 
+MIN_REAL_WATCHDOG_S = 0.05  # faster than real time, the watchdog still allows this much real
+# time: a scheduler hiccup of a few ms must not read as a dead controller at --speed 120 (at
+# 1x, the default, the firmware's 1.5 s applies exactly)
 DEFAULT_NAME = "FootMassager-SIM"
 DEFAULT_ADDRESS = "F0:0D:00:00:00:01"
 
@@ -48,6 +51,8 @@ class SimulatedMassager:
         self.firmware = firmware or Firmware(plan=plan or FaultPlan())
         self.foot = foot or Foot()
         self.clock: Clock = clock or ScaledClock()
+        if self.clock.speed > 1:
+            self.firmware.watchdog_floor_s = MIN_REAL_WATCHDOG_S * self.clock.speed
         self.connected = False
         self.reachable = True  # False: out of radio range (no advertising, connects fail)
         self.connections = 0

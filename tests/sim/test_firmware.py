@@ -255,3 +255,13 @@ def test_scheduled_disconnect_fires_once() -> None:
     fw.tick(0.5)
     assert fw.next_deadline() == pytest.approx(1.0)
     assert sum(isinstance(a, Disconnect) for a in fw.tick(1.0) + fw.tick(2.0)) == 1
+
+
+def test_watchdog_floor_for_faster_than_real_time_hosts() -> None:
+    fw = Firmware(watchdog_floor_s=3.0)  # what a host at 60x sets: 50 ms of real time
+    send(fw, SetIntensity((5, 5, 5)), 0.0)
+    fw.tick(2.9)
+    assert fw.levels == (5, 5, 5)
+    fw.tick(3.1)
+    assert fw.levels == (0, 0, 0)
+    assert fw.applied[-1].t == pytest.approx(3.0)
