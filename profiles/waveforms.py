@@ -44,7 +44,7 @@ def _wave(shape: str, phase: float) -> float:
     return (1 - math.cos(2 * math.pi * frac)) / 2
 
 
-def segment_levels(segment: _Segment, t: float) -> Levels:  # noqa: PLR0911 - one case per kind
+def segment_levels(segment: _Segment, t: float) -> Levels:
     """Levels of `segment` at `t` seconds into it (clamped to the segment)."""
     t = min(max(t, 0.0), segment.duration_s)
     indexes = zone_indexes(segment.zones)

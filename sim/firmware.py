@@ -262,7 +262,7 @@ class Firmware:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _handle(self, frame: Frame, now: float) -> list[Action]:  # noqa: PLR0911, PLR0912
+    def _handle(self, frame: Frame, now: float) -> list[Action]:  # noqa: PLR0912
         """One case per command type: the dispatcher reads best as a single match."""
         msg, seq = frame.message, frame.seq
         if msg.TYPE in self.plan.nack_types:

@@ -102,6 +102,7 @@ class SafetyGovernor:
         self.frozen = False  # S6: after a rating ≥ 6, no increase for the rest of the session
         self.holding = False
         self.last_rating: int | None = None
+        self.cap = settings.cap  # may be lowered during a session (S8: never raised remotely)
         self.envelope = 0.0  # S2's rate-limited intensity envelope, fraction of device max
         self._output: tuple[float, ...] = (0.0,) * zones
         self._output_at = 0.0
@@ -155,7 +156,7 @@ class SafetyGovernor:
         if self.elapsed(now) >= self.settings.session_limit_s:
             self.stop(StopReason.TIMEOUT)
             return self._output
-        bound = min(self.settings.ceiling, self.discomfort_ceiling, self.device_max)
+        bound = min(self.settings.ceiling, self.discomfort_ceiling, self.device_max, self.cap / 10)
         targets = [min(value * self.settings.ceiling, bound) for value in wanted]
         self.envelope = self._next_envelope(max(targets), now)
         self._output = tuple(min(target, self.envelope) for target in targets)
@@ -174,6 +175,20 @@ class SafetyGovernor:
             return min(peak, envelope * float(STEP_FACTOR**steps))
         release = dt / RELEASE_PERIOD_S
         return max(peak, envelope / float(STEP_FACTOR**release))
+
+    def set_cap(self, cap: int, *, allow_raise: bool = False) -> str | None:
+        """Change the cap mid-session: lower always; raise only if allowed, never above the
+        cap the session started with. None when applied, else why not."""
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 10:
+            return f"cap must be a whole number 0-10, got {cap!r}"
+        if cap > self.cap and not allow_raise:
+            return "raising the cap remotely is not enabled"
+        if cap > self.settings.cap:
+            return f"cap {cap} is above the session's cap {self.settings.cap}"
+        self.cap = cap
+        self._output = tuple(min(v, cap / 10) for v in self._output)  # lowering is immediate
+        self.envelope = min(self.envelope, cap / 10)
+        return None
 
     def report_discomfort(self, rating: int, now: float) -> Decision:
         """S6: apply a 0-10 rating. Raises ValueError for anything else."""

@@ -1,0 +1,102 @@
+"""A bounded on-disk outbox: events wait here, in order, until the broker has them.
+
+Each event is appended as one JSON line and fsynced, so it survives a dead broker and a dead
+process; `pop()` advances a persisted cursor once the broker accepted the event. When the
+outbox is full new events are not kept: they are counted, and the count is reported as an
+`events_dropped` event as soon as there is room again. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_EVENTS = 10_000  # a 30-minute session produces a few hundred events; this is hours of outage
+
+
+class Outbox:
+    """FIFO of JSON events backed by `<dir>/outbox.jsonl` and a cursor file."""
+
+    def __init__(self, directory: Path | None, *, max_events: int = MAX_EVENTS) -> None:
+        self.max_events = max_events
+        self.dropped = 0  # not yet reported
+        self.dropped_total = 0
+        self._pending: deque[dict[str, Any]] = deque()
+        self._path: Path | None = None
+        self._cursor: Path | None = None
+        self._consumed = 0
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._path = directory / "outbox.jsonl"
+            self._cursor = directory / "outbox.cursor"
+            self._load(self._path, self._cursor)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def append(self, event: dict[str, Any]) -> bool:
+        """Keep `event` (durably, when backed by a file). False if full: counted instead."""
+        if len(self._pending) >= self.max_events:
+            self.dropped += 1
+            self.dropped_total += 1
+            if self.dropped == 1:
+                _LOGGER.warning(
+                    "telemetry outbox full (%d events); counting drops", self.max_events
+                )
+            return False
+        if self.dropped:
+            report = {"type": "events_dropped", "count": self.dropped, "ts": event.get("ts")}
+            self.dropped = 0
+            self._store(report)
+        self._store(event)
+        return True
+
+    def peek(self) -> dict[str, Any] | None:
+        return self._pending[0] if self._pending else None
+
+    def pop(self) -> None:
+        """The head was delivered: forget it (persisting the cursor)."""
+        if not self._pending:
+            return
+        self._pending.popleft()
+        self._consumed += 1
+        if self._path is None or self._cursor is None:
+            return
+        if not self._pending:  # all delivered: start the files afresh
+            self._path.write_bytes(b"")
+            self._cursor.write_text("0")
+            self._consumed = 0
+        else:
+            self._cursor.write_text(str(self._consumed))
+
+    def _store(self, event: dict[str, Any]) -> None:
+        self._pending.append(event)
+        if self._path is None:
+            return
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _load(self, path: Path, cursor: Path) -> None:
+        """Events a previous run could not deliver are delivered first."""
+        try:
+            self._consumed = int(cursor.read_text() or 0)
+        except (OSError, ValueError):
+            self._consumed = 0
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return
+        for line in lines[self._consumed :]:
+            try:
+                self._pending.append(json.loads(line))
+            except json.JSONDecodeError:
+                _LOGGER.warning("outbox: skipping a damaged line in %s", path)
