@@ -8,6 +8,16 @@ import pytest
 
 from tests.rigs import TIERS, Rig, open_rig
 
+pytest_plugins = ["tests.brokers"]  # mosquitto / embedded broker fixtures
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Journals and outboxes of tests never touch the user's data directory."""
+    monkeypatch.setenv("MASSAGER_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
 
 @pytest.fixture(params=TIERS)
 def tier(request: pytest.FixtureRequest) -> str:
