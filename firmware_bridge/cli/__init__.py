@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from firmware_bridge.cli.commands import add_misc_commands
+from firmware_bridge.cli.monitor import add_monitor_commands
 from firmware_bridge.cli.run import add_run_command
 
 EXIT_OK = 0
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_run_command(commands)
     add_misc_commands(commands)
+    add_monitor_commands(commands)
     return parser
 
 

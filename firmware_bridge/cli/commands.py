@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -28,6 +29,11 @@ def add_misc_commands(commands: Any) -> None:
     scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen")
     scan.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
     scan.set_defaults(handler=scan_command)
+
+    past = commands.add_parser("history", help="past sessions from the local journal")
+    past.add_argument("--json", action="store_true", help="one JSON object per session")
+    past.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    past.set_defaults(handler=history_command)
 
     sim = commands.add_parser(
         "sim", help="run the simulated massager as a BLE peripheral on a bumble HCI transport"
@@ -84,6 +90,27 @@ def profiles_validate(args: argparse.Namespace) -> int:
 def _problems(exc: ProfileError) -> None:
     for line in str(exc).splitlines():
         print(f"massager: error: {line}", file=sys.stderr)
+
+
+def history_command(args: argparse.Namespace) -> int:
+    from firmware_bridge.journal import data_dir, history
+
+    sessions = history()[-max(1, args.last) :]
+    if args.json:
+        for entry in sessions:
+            print(json.dumps(entry))
+        return EXIT_OK
+    if not sessions:
+        print(f"no sessions yet (journal: {data_dir() / 'sessions'})", file=sys.stderr)
+    for entry in sessions:
+        minutes = float(entry.get("duration_s") or 0) / 60
+        peak = entry.get("max_intensity")
+        print(
+            f"{entry.get('started_at', entry['file'][:16]):25} {entry.get('profile', '?'):12} "
+            f"{minutes:5.1f} min  {entry.get('stop_reason') or 'interrupted':17} "
+            f"peak {'?' if peak is None else f'{peak:.0%}'}"
+        )
+    return EXIT_OK
 
 
 def scan_command(args: argparse.Namespace) -> int:

@@ -12,12 +12,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from firmware_bridge.cli.telemetry_setup import (
+    add_telemetry_arguments,
+    broker_settings,
+    device_id_for,
+    session_telemetry,
+)
 from firmware_bridge.device import MassagerLink, StopReason
 from firmware_bridge.errors import DeviceConnectionError, DeviceNotFoundError, MassagerError
 from firmware_bridge.protocol import ScaledClock
-from firmware_bridge.record import SessionRecord
+from firmware_bridge.record import Event, Sample, SessionRecord
 from firmware_bridge.runner import Session
 from firmware_bridge.safety import HARD_CEILING_S, SafetySettings
+from firmware_bridge.telemetry.bridge import SessionTelemetry
+from firmware_bridge.telemetry.mqtt import BrokerSettings, BrokerURLError
+from firmware_bridge.telemetry.topics import valid_device_id
 from firmware_bridge.transport import Transport
 from profiles.loader import ProfileError, resolve
 from profiles.model import Profile
@@ -72,10 +81,7 @@ def add_run_command(commands: Any) -> None:
         help="session limit in minutes (default 15, at most 30)",
     )
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    run.add_argument(
-        "--mqtt", default="off", metavar="URL|embedded|off", help="telemetry broker (default off)"
-    )
-    run.add_argument("--device-id", help="device id for telemetry topics")
+    run.add_argument("--device-id", help="id in MQTT topics (default: from the device address)")
     select = run.add_mutually_exclusive_group()
     select.add_argument("--address", help="connect to this Bluetooth address")
     select.add_argument("--name", help="connect to the massager advertising this name")
@@ -83,6 +89,7 @@ def add_run_command(commands: Any) -> None:
     run.add_argument(
         "--scan-timeout", type=_number(float, 0.5, 120, "--scan-timeout"), default=10.0
     )
+    add_telemetry_arguments(run)
     run.set_defaults(handler=run_command)
 
 
@@ -103,16 +110,22 @@ def run_command(args: argparse.Namespace) -> int:
     if args.sim and (args.address or args.name or args.hci):
         _error("--sim cannot be combined with --address, --name or --hci")
         return EXIT_BAD_INPUT
-    if args.mqtt != "off":
-        print(
-            "massager: MQTT telemetry is not available in this version; continuing without it",
-            file=sys.stderr,
-        )
+    if args.device_id is not None and not valid_device_id(args.device_id):
+        _error(f"--device-id {args.device_id!r}: use 1-64 letters, digits, '-' or '_'")
+        return EXIT_BAD_INPUT
+    if not 1.0 <= args.telemetry_hz <= 50.0:
+        _error(f"--telemetry-hz must be 1-50, got {args.telemetry_hz:g}")
+        return EXIT_BAD_INPUT
+    try:
+        broker = broker_settings(args)
+    except BrokerURLError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
     from firmware_bridge.cli.display import NOTICE
 
     print(NOTICE, file=sys.stderr)
     settings = SafetySettings(cap=args.cap, max_session_s=args.max_minutes * 60)
-    return asyncio.run(_run(args, profile, settings))
+    return asyncio.run(_run(args, profile, settings, broker))
 
 
 @asynccontextmanager
@@ -131,13 +144,38 @@ async def _device(
             yield transport, None
 
 
-async def _run(args: argparse.Namespace, profile: Profile, settings: SafetySettings) -> int:
+async def _run(
+    args: argparse.Namespace,
+    profile: Profile,
+    settings: SafetySettings,
+    broker: tuple[str, BrokerSettings | None],
+) -> int:
     clock = ScaledClock(args.speed)
     try:
         async with _device(args, clock) as (transport, massager):
             link = MassagerLink(transport, clock=clock)
             async with link:
-                record, extra = await _play(args, link, profile, settings, massager)
+                caps = link.capabilities
+                device = {
+                    "name": transport.name,
+                    "address": getattr(getattr(transport, "device", None), "address", ""),
+                    "failsafe": link.failsafe,
+                    "firmware": caps.firmware_version if caps else None,
+                }
+                device_id = device_id_for(args, str(device["address"]))
+                async with session_telemetry(
+                    args, *broker, profile=profile.name, device_id=device_id, device=device
+                ) as telemetry:
+                    record, extra = await _play(
+                        args,
+                        link,
+                        profile=profile,
+                        settings=settings,
+                        massager=massager,
+                        telemetry=telemetry,
+                    )
+                    extra["device"] = device | {"id": device_id}
+                    telemetry.finish(record, extra)
     except (DeviceNotFoundError, DeviceConnectionError) as exc:
         _error(str(exc))
         return EXIT_FAULT
@@ -159,31 +197,37 @@ async def _run(args: argparse.Namespace, profile: Profile, settings: SafetySetti
 async def _play(
     args: argparse.Namespace,
     link: MassagerLink,
+    *,
     profile: Profile,
     settings: SafetySettings,
     massager: Any,
+    telemetry: SessionTelemetry,
 ) -> tuple[SessionRecord, dict[str, Any]]:
     from firmware_bridge.cli.display import ProgressLine
 
     live = sys.stdout.isatty() and not args.json
     display = ProgressLine(sys.stdout, profile.name) if live else None
+
+    def on_sample(sample: Sample) -> None:
+        telemetry.sample(sample)
+        if display is not None:
+            display.sample(sample)
+
+    def on_event(event: Event) -> None:
+        telemetry.event(event)
+        if display is not None:
+            display.event(event)
+
     session = Session(
         link,
         profile,
         settings,
         rating_source=massager.rating if massager is not None else None,
-        on_sample=display.sample if display else None,
-        on_event=display.event if display else None,
+        on_sample=on_sample,
+        on_event=on_event,
     )
-    caps = link.capabilities
-    extra: dict[str, Any] = {
-        "device": {
-            "name": link.transport.name,
-            "failsafe": link.failsafe,
-            "firmware": caps.firmware_version if caps else None,
-        },
-        "speed": args.speed,
-    }
+    telemetry.attach(session)
+    extra: dict[str, Any] = {"speed": args.speed, "session_id": telemetry.session_id}
     print(
         f"Playing {profile.name} ({profile.duration_s / 60:.1f} min, limit "
         f"{settings.session_limit_s / 60:g} min, cap {settings.cap}) on {link.transport.name}. "

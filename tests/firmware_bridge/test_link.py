@@ -255,7 +255,7 @@ async def test_garbled_and_dropped_notifications_are_counted_and_never_crash(tie
 
 async def test_repeated_malformed_frames_are_a_fault_stop(tier: str) -> None:
     async with open_rig(tier, plan=FaultPlan(garble_notify=1.0)) as rig:
-        link = rig.link()
+        link = rig.link(ack_timeout_s=0.2)
         link.listeners.append(rig.events.append)
         with pytest.raises(Exception):  # noqa: B017,PT011 - the handshake cannot succeed
             await link.connect()

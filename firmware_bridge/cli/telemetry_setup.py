@@ -1,0 +1,146 @@
+"""Wiring a session's telemetry: broker choice (off, embedded, URL), publisher, journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from firmware_bridge.journal import Journal, data_dir
+from firmware_bridge.telemetry.bridge import SessionTelemetry
+from firmware_bridge.telemetry.broker import EmbeddedBroker, broker_listening, choose_broker
+from firmware_bridge.telemetry.homeassistant import discovery_payload
+from firmware_bridge.telemetry.mqtt import BrokerSettings
+from firmware_bridge.telemetry.outbox import Outbox
+from firmware_bridge.telemetry.publisher import Publisher
+from firmware_bridge.telemetry.topics import DEFAULT_PREFIX, Topics, valid_device_id
+
+PUBLISHER_CLOSE_S = 3.0  # at the end, how long the final state and queued events may take
+DEFAULT_EMBEDDED_PORT = 1883
+
+
+def add_telemetry_arguments(run: Any) -> None:
+    group = run.add_argument_group("telemetry (MQTT) and journal")
+    group.add_argument(
+        "--mqtt",
+        metavar="URL|embedded|off",
+        help="broker: mqtt://host:port or mqtts://...; default with --sim: the broker on "
+        "localhost:1883 if one listens, else an embedded one; without --sim: off",
+    )
+    group.add_argument("--mqtt-config", metavar="FILE", help="TOML file with an [mqtt] table")
+    group.add_argument("--mqtt-username", help="or MASSAGER_MQTT_USERNAME")
+    group.add_argument("--mqtt-password", help="prefer MASSAGER_MQTT_PASSWORD (not in ps)")
+    group.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
+    group.add_argument("--mqtt-cert", metavar="FILE", help="client certificate")
+    group.add_argument("--mqtt-key", metavar="FILE", help="client key")
+    group.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="default: massager")
+    group.add_argument(
+        "--telemetry-hz", type=float, default=2.0, help="telemetry rate, 1-50 (default 2)"
+    )
+    group.add_argument(
+        "--remote-control",
+        action="store_true",
+        help="also accept MQTT commands that could raise output (off by default)",
+    )
+    group.add_argument(
+        "--ha-discovery", action="store_true", help="publish Home Assistant discovery"
+    )
+    group.add_argument("--no-journal", action="store_true", help="do not write the journal")
+
+
+def broker_settings(args: argparse.Namespace) -> tuple[str, BrokerSettings | None]:
+    """('off' | 'embedded' | 'url', settings). Raises BrokerURLError for a bad URL or file."""
+    if args.mqtt_config:
+        settings = BrokerSettings.from_config(
+            args.mqtt_config,
+            username=args.mqtt_username,
+            password=args.mqtt_password,
+            ca_file=args.mqtt_ca,
+            cert_file=args.mqtt_cert,
+            key_file=args.mqtt_key,
+        )
+        return "url", settings
+    choice = choose_broker(args.mqtt, sim=args.sim)
+    if choice.kind != "url" or choice.settings is None:
+        return choice.kind, None
+    if args.mqtt is None:  # auto-detected local broker
+        return "url", choice.settings
+    settings = BrokerSettings.from_url(
+        args.mqtt,
+        username=args.mqtt_username,
+        password=args.mqtt_password,
+        ca_file=args.mqtt_ca,
+        cert_file=args.mqtt_cert,
+        key_file=args.mqtt_key,
+    )
+    return "url", settings
+
+
+def device_id_for(args: argparse.Namespace, address: str) -> str:
+    if args.device_id:
+        return str(args.device_id)
+    candidate = "".join(c for c in address.lower() if c.isalnum())[:32] or "massager"
+    return candidate if valid_device_id(candidate) else "massager"
+
+
+@asynccontextmanager
+async def session_telemetry(
+    args: argparse.Namespace,
+    kind: str,
+    settings: BrokerSettings | None,
+    *,
+    profile: str,
+    device_id: str,
+    device: dict[str, Any],
+) -> AsyncIterator[SessionTelemetry]:
+    """Publisher (if any broker) and journal for one session; closes both cleanly."""
+    async with AsyncExitStack() as stack:
+        publisher = None
+        if kind == "embedded":
+            port = 0 if broker_listening(port=DEFAULT_EMBEDDED_PORT) else DEFAULT_EMBEDDED_PORT
+            broker = await stack.enter_async_context(EmbeddedBroker(port=port))
+            settings = broker.settings
+            print(
+                f"Embedded MQTT broker on {settings.display}; watch with: "
+                f"massager monitor --mqtt {settings.display}",
+                file=sys.stderr,
+            )
+        if settings is not None:
+            topics = Topics(device_id, prefix=args.topic_prefix)
+            discovery = None
+            if args.ha_discovery:
+                discovery = discovery_payload(
+                    topics,
+                    name=str(device["name"]),
+                    model="BLE foot massager",
+                    firmware=device.get("firmware"),
+                )
+            publisher = Publisher(
+                settings,
+                topics,
+                outbox=Outbox(data_dir() / "outbox" / device_id),
+                telemetry_hz=args.telemetry_hz,
+                remote_control=args.remote_control,
+                discovery=discovery,
+            )
+            task = asyncio.create_task(publisher.run(), name="mqtt publisher")
+            stack.push_async_callback(_stop_publisher, publisher, task)
+        journal = None
+        if not args.no_journal:
+            journal = Journal(profile, header={"device_id": device_id, "device": device})
+        yield SessionTelemetry(profile=profile, cap=args.cap, publisher=publisher, journal=journal)
+
+
+async def _stop_publisher(publisher: Publisher, task: asyncio.Task[None]) -> None:
+    await publisher.close()
+    try:
+        async with asyncio.timeout(PUBLISHER_CLOSE_S):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,484 @@
+"""Telemetry over a real broker (mosquitto on loopback): the DESIGN.md topic contract, S8, S10.
+
+Sessions run the real runner, link and simulator (tier 1, sped up); commands come from a
+separate MQTT client, exactly as `massager stop` or Home Assistant would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware_bridge.device import StopReason
+from firmware_bridge.journal import Journal, history
+from firmware_bridge.record import SessionRecord
+from firmware_bridge.runner import Session
+from firmware_bridge.safety import SafetySettings
+from firmware_bridge.telemetry.bridge import SessionTelemetry
+from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, make_client
+from firmware_bridge.telemetry.outbox import Outbox
+from firmware_bridge.telemetry.publisher import Publisher
+from firmware_bridge.telemetry.topics import Topics
+from profiles.model import Profile
+from tests.brokers import Mosquitto
+from tests.rigs import Rig, open_rig
+
+pytestmark = pytest.mark.sim_only
+
+
+def profile(seconds: float = 40) -> Profile:
+    return Profile.model_validate(
+        {
+            "name": "test",
+            "title": "Test",
+            "segments": [
+                {"kind": "ramp", "duration_s": seconds, "start": 0.2, "end": 1.0},
+                {"kind": "ramp", "duration_s": 30, "start": 0.3, "end": 0, "cool_down": True},
+            ],
+        }
+    )
+
+
+@dataclass
+class Listener:
+    """A separate MQTT client recording everything under one device's topics."""
+
+    settings: BrokerSettings
+    topics: Topics
+    messages: list[tuple[str, Any, bool]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, reconnect: bool = False) -> None:
+        while True:
+            try:
+                async with make_client(self.settings, identifier="test-listener") as client:
+                    await client.subscribe(f"{self.topics.base}/#", qos=1)
+                    self.ready.set()
+                    async for message in client.messages:
+                        payload = bytes(message.payload)
+                        try:
+                            value: Any = json.loads(payload)
+                        except ValueError:
+                            value = payload.decode(errors="replace")
+                        self.messages.append((str(message.topic), value, bool(message.retain)))
+            except MqttError:
+                if not reconnect:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def on(self, kind: str) -> list[Any]:
+        return [v for t, v, _ in self.messages if t == f"{self.topics.base}/{kind}"]
+
+    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.on("events") if type_ is None or e.get("type") == type_]
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    settings: BrokerSettings, topics: Topics, **kw: bool
+) -> AsyncIterator[Listener]:
+    listener = Listener(settings, topics)
+    task = asyncio.create_task(listener.run(**kw))
+    await asyncio.wait_for(listener.ready.wait(), 5)
+    try:
+        yield listener
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, MqttError):
+            await task
+
+
+async def send(
+    settings: BrokerSettings, topic: str, payload: bytes | str, *, retain: bool = False
+) -> None:
+    async with make_client(settings, identifier=f"test-sender-{time.monotonic_ns()}") as client:
+        await client.publish(topic, payload, qos=1, retain=retain)
+
+
+async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def published_session(
+    rig: Rig,
+    settings: BrokerSettings,
+    topics: Topics,
+    tmp_path: Path,
+    *,
+    cap: int = 6,
+    seconds: float = 40,
+    remote_control: bool = False,
+) -> AsyncIterator[tuple[Session, SessionTelemetry, asyncio.Task[SessionRecord], Publisher]]:
+    publisher = Publisher(
+        settings, topics, outbox=Outbox(tmp_path / "outbox"), remote_control=remote_control
+    )
+    pub_task = asyncio.create_task(publisher.run())
+    async with rig.link() as link:
+        telemetry = SessionTelemetry(
+            profile="test",
+            cap=cap,
+            publisher=publisher,
+            journal=Journal("test", directory=tmp_path, header={}),
+        )
+        session = Session(
+            link,
+            profile(seconds),
+            SafetySettings(cap=cap),
+            on_sample=telemetry.sample,
+            on_event=telemetry.event,
+        )
+        telemetry.attach(session)
+        running = asyncio.create_task(session.run())
+        try:
+            yield session, telemetry, running, publisher
+            record = await asyncio.wait_for(asyncio.shield(running), 30)
+            telemetry.finish(record)
+        finally:
+            if not running.done():
+                running.cancel()
+            await publisher.close()
+            await asyncio.wait_for(pub_task, 5)
+
+
+async def test_state_availability_telemetry_and_events_follow_the_contract(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("contract")
+    async with open_rig("memory", speed=10) as rig, listening(mosquitto.settings, topics) as seen:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path) as (
+            _,
+            _,
+            running,
+            _,
+        ):
+            await until(lambda: "running" in [s["state"] for s in seen.on("state")])
+            await until(lambda: len(seen.on("telemetry")) >= 3)
+            assert "online" in seen.on("availability")
+            sample = seen.on("telemetry")[-1]
+            for key in (
+                "ts",
+                "intensity",
+                "applied",
+                "cap",
+                "nrs",
+                "battery",
+                "temperature_c",
+                "rssi",
+                "elapsed_s",
+                "remaining_s",
+                "segment",
+            ):
+                assert key in sample
+            assert 0 <= sample["intensity"] <= 0.6
+            record = await running
+        await until(lambda: "offline" in seen.on("availability"))
+    assert record.stop_reason == StopReason.COMPLETED
+    types = [e["type"] for e in seen.events()]
+    assert types[0] == "session_started"
+    assert "segment" in types
+    assert types[-1] == "stop"
+    assert all("ts" in e and "id" in e for e in seen.events())
+    # A late subscriber sees the retained state and availability.
+    async with listening(mosquitto.settings, topics) as late:
+        await until(lambda: late.on("state") and late.on("availability"))
+        assert late.on("state")[-1]["state"] == "stopped"
+        assert late.on("state")[-1]["stop_reason"] == "completed"
+        assert late.on("availability") == ["offline"]
+        assert all(retain for topic, _, retain in late.messages)
+
+
+async def test_remote_stop_during_a_ramp_reaches_zero(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics("remote-stop")
+    async with open_rig("memory", speed=10) as rig:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            await publisher.connected.wait()
+            await until(lambda: max(rig.firmware.levels) >= 3)
+            requested = rig.clock.now()
+            await send(mosquitto.settings, topics.command("stop"), b"")
+            record = await asyncio.wait_for(running, 10)
+    assert record.stop_reason == StopReason.REMOTE_STOP
+    assert rig.firmware.levels == (0, 0, 0)
+    zeroed = next(r for r in rig.firmware.applied if r.t >= requested and not any(r.levels))
+    assert zeroed.cause == "stop"
+    assert (zeroed.t - requested) / rig.clock.speed < 0.2  # real seconds, through the broker
+
+
+async def test_discomfort_7_over_mqtt_stops_the_session(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("nrs")
+    async with open_rig("memory", speed=10) as rig, listening(mosquitto.settings, topics) as seen:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            await publisher.connected.wait()
+            await until(lambda: max(rig.firmware.levels) >= 2)
+            await send(mosquitto.settings, topics.command("discomfort"), b"3")
+            await until(lambda: seen.events("discomfort"))
+            await send(mosquitto.settings, topics.command("discomfort"), b'{"value": 7}')
+            record = await asyncio.wait_for(running, 10)
+        assert record.stop_reason == StopReason.DISCOMFORT
+        assert [n for _, n in record.ratings] == [3, 7]
+        assert rig.firmware.levels == (0, 0, 0)
+
+
+BAD_COMMANDS = [
+    ("discomfort", b"abc", "whole number 0-10"),
+    ("discomfort", b"11", "whole number 0-10"),
+    ("discomfort", b"-1", "whole number 0-10"),
+    ("discomfort", b"5.5", "whole number 0-10"),
+    ("discomfort", b"9" * 1000, "at most 64"),
+    ("discomfort", b"\xff\xfe\x00", "not text"),
+    ("discomfort", b"{not json", "not valid JSON"),
+    ("intensity", b"1.0", "remote control is not enabled"),
+    ("start", b"heel-spur", "remote control is not enabled"),
+    ("cap", b"9", "raising the cap remotely is not enabled"),
+]
+
+
+async def test_bad_and_forbidden_commands_are_rejected_and_change_nothing(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("bad")
+    async with open_rig("memory", speed=10) as rig, listening(mosquitto.settings, topics) as seen:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=20) as (
+            session,
+            _,
+            running,
+            publisher,
+        ):
+            await publisher.connected.wait()
+            for name, payload, _ in BAD_COMMANDS:
+                await send(mosquitto.settings, topics.command(name), payload)
+            await until(lambda: len(seen.events("rejected")) >= len(BAD_COMMANDS))
+            record = await asyncio.wait_for(running, 20)
+    assert record.stop_reason == StopReason.COMPLETED
+    assert record.ratings == []
+    assert session.governor is not None
+    assert session.governor.cap == 6
+    reasons = [e["reason"] for e in seen.events("rejected")]
+    for (_, _, expected), reason in zip(BAD_COMMANDS, reasons, strict=True):
+        assert expected in reason
+
+
+async def test_lowering_the_cap_over_mqtt_is_allowed(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics("cap")
+    async with open_rig("memory", speed=20) as rig:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=60) as (
+            session,
+            _,
+            running,
+            publisher,
+        ):
+            await publisher.connected.wait()
+            await until(lambda: max(rig.firmware.levels) >= 6)
+            lowered = rig.clock.now()
+            await send(mosquitto.settings, topics.command("cap"), b"2")
+            await until(lambda: session.governor is not None and session.governor.cap == 2)
+            await running
+    assert max(max(r.levels) for r in rig.applied_after(lowered + 0.5)) <= 4  # 20 % of 20
+
+
+async def test_retained_commands_are_ignored(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    topics = Topics("retained")
+    # Left on the broker before the session: a stale stop and a stale raise.
+    await send(mosquitto.settings, topics.command("stop"), b"stop", retain=True)
+    await send(mosquitto.settings, topics.command("cap"), b"10", retain=True)
+    async with open_rig("memory", speed=20) as rig, listening(mosquitto.settings, topics) as seen:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=20) as (
+            _,
+            _,
+            running,
+            _,
+        ):
+            record = await running
+    assert record.stop_reason == StopReason.COMPLETED
+    rejected = seen.events("rejected")
+    assert {e["command"] for e in rejected} == {"stop", "cap"}
+    assert all(e["reason"] == "retained commands are ignored" for e in rejected)
+    await send(mosquitto.settings, topics.command("stop"), b"", retain=True)  # clear them
+    await send(mosquitto.settings, topics.command("cap"), b"", retain=True)
+
+
+async def test_broker_killed_and_restarted_mid_session(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("restart")
+    async with (
+        open_rig("memory", speed=10) as rig,
+        listening(mosquitto.settings, topics, reconnect=True) as seen,
+    ):
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=60) as (
+            _,
+            telemetry,
+            running,
+            publisher,
+        ):
+            await publisher.connected.wait()
+            await until(lambda: len(seen.events("segment")) >= 1)
+            mosquitto.kill()
+            await asyncio.sleep(1.0)  # 10 session-seconds with no broker: events pile up
+            assert not running.done()
+            mosquitto.start()
+            record = await asyncio.wait_for(running, 20)
+        await until(lambda: seen.events("stop"))
+    assert record.stop_reason == StopReason.COMPLETED
+    assert publisher.stats.outages >= 1
+    assert publisher.stats.connects >= 2
+    delivered = [e for e in seen.events() if e.get("session_id") == telemetry.session_id]
+    unique = list(dict.fromkeys(e["id"] for e in delivered))  # QoS 1 may deliver twice
+    sent = [(e.type, e.t) for e in record.events]
+    got = [(e["type"], e["t"]) for e in {e["id"]: e for e in delivered}.values()]
+    assert len(unique) == len(sent)
+    assert got == sent  # every event, in order
+
+
+async def test_auth_failure_is_reported_and_the_session_is_unaffected(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = mosquitto_factory(users={"massager": "right"})
+    wrong = BrokerSettings.from_url(f"mqtt://massager:wrong@127.0.0.1:{broker.port}")
+    topics = Topics("auth")
+    async with open_rig("memory", speed=20) as rig:
+        async with published_session(rig, wrong, topics, tmp_path, seconds=20) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            record = await running
+    assert record.stop_reason == StopReason.COMPLETED
+    assert publisher.stats.connects == 0
+    assert publisher.stats.outages >= 1
+    assert any("unavailable" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+    assert "wrong" not in caplog.text  # the password is never logged
+    assert len(publisher.outbox) > 0  # the events wait on disk for a broker
+
+
+async def test_no_broker_at_all_changes_nothing(tmp_path: Path) -> None:
+    nowhere = BrokerSettings.from_url("mqtt://127.0.0.1:9")  # discard port: refused at once
+    async with open_rig("memory", speed=20) as rig:
+        async with published_session(rig, nowhere, Topics("none"), tmp_path, seconds=20) as (
+            session,
+            _,
+            running,
+            _,
+        ):
+            await until(lambda: max(rig.firmware.levels) >= 2)
+            await session.stop()
+            record = await running
+    assert record.stop_reason == StopReason.USER_STOP
+    assert record.stop_latency_s is not None
+    assert record.stop_latency_s < 0.05
+
+
+@pytest.mark.timeout(60)
+def test_last_will_when_the_controller_process_is_killed(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("lastwill")
+
+    async def watch() -> list[Any]:
+        async with listening(mosquitto.settings, topics) as seen:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "firmware_bridge",
+                "run",
+                "relax",
+                "--sim",
+                "--sim-tier",
+                "memory",
+                "--mqtt",
+                mosquitto.url,
+                "--device-id",
+                "lastwill",
+                "--no-journal",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                await until(lambda: "online" in seen.on("availability"), within=20)
+                await until(lambda: any(s["state"] == "running" for s in seen.on("state")))
+                proc.send_signal(signal.SIGKILL)
+                await asyncio.wait_for(proc.wait(), 10)
+                await until(lambda: seen.on("availability")[-1] == "offline", within=5)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            return seen.on("availability")
+
+    assert asyncio.run(watch())[-2:] == ["online", "offline"]
+
+
+def test_outbox_keeps_order_bounds_and_counts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, max_events=3)
+    for i in range(5):
+        box.append({"type": "e", "n": i})
+    assert [box.peek()] == [{"type": "e", "n": 0}]
+    assert box.dropped == 2
+    box.pop()
+    box.append({"type": "e", "n": 5, "ts": 1.0})  # room again: the drop count is reported first
+    again = Outbox(tmp_path, max_events=3)  # a new process finds what was not delivered
+    items = []
+    while (item := again.peek()) is not None:
+        items.append(item)
+        again.pop()
+    assert items == [
+        {"type": "e", "n": 1},
+        {"type": "e", "n": 2},
+        {"type": "events_dropped", "count": 2, "ts": 1.0},
+        {"type": "e", "n": 5, "ts": 1.0},
+    ]
+    assert Outbox(tmp_path).peek() is None
+
+
+async def test_journal_records_the_session_and_history_lists_it(tmp_path: Path) -> None:
+    async with open_rig("memory", speed=40) as rig, rig.link() as link:
+        journal = Journal("test", directory=tmp_path, header={"device_id": "x"})
+        telemetry = SessionTelemetry(profile="test", cap=4, journal=journal)
+        session = Session(
+            link,
+            profile(20),
+            SafetySettings(cap=4),
+            on_sample=telemetry.sample,
+            on_event=telemetry.event,
+        )
+        record = await session.run()
+        telemetry.finish(record)
+    lines = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert lines[0]["kind"] == "header"
+    assert lines[-1]["kind"] == "summary"
+    assert [entry["type"] for entry in lines if entry["kind"] == "event"] == [
+        e.type for e in record.events
+    ]
+    (past,) = history(tmp_path)
+    assert past["profile"] == "test"
+    assert past["stop_reason"] == "completed"
+    assert past["samples"] >= 45
