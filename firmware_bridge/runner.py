@@ -33,6 +33,7 @@ CONTROL_HZ = 20.0  # profile sampled this often; the link only sends changes
 SAMPLE_PERIOD_S = 1.0  # per-second samples in the record and the telemetry hook
 RATING_PERIOD_S = 30.0  # how often a rating source (virtual user, prompt) is asked
 DEVICE_TIMER_MARGIN_S = 5  # the on-device timer is a backstop just after the session limit
+MAX_LATENESS_SAMPLES = 40_000  # 30 min at 20 Hz: the loop's own timing record stays bounded
 
 # Link stop reasons that end the session (everything the link latches on by itself).
 _LINK_STOPS = {reason.value: reason for reason in StopReason}
@@ -68,6 +69,7 @@ class Session:
         self.segment = ""
         self._t0 = 0.0
         self._finished = asyncio.Event()
+        self.control_lateness_s: list[float] = []  # how late each control tick ran (real s)
         self._stop_task: asyncio.Task[None] | None = None
 
     # -- the API ---------------------------------------------------------------------------
@@ -176,6 +178,9 @@ class Session:
             link.set_levels(to_levels(fractions, max_level))
             next_tick += self.control_period_s
             await self.clock.sleep(max(0.0, next_tick - self.clock.now()))
+            if len(self.control_lateness_s) < MAX_LATENESS_SAMPLES:
+                late = self.clock.real_seconds(self.clock.now() - next_tick)
+                self.control_lateness_s.append(late)
 
     async def _sampler(self) -> None:
         while True:

@@ -537,7 +537,7 @@ class MassagerLink:
                 if reason in (StopReason.USER_STOP, StopReason.COMPLETED)
                 else _LOGGER.warning
             )
-            log("%s: stop (%s)", self.transport.name, reason.value)
+            log("%s: stop (%s) %s", self.transport.name, reason.value, detail or "")
             self._emit("stop", reason=reason.value, **(detail or {}))
 
     def _stop_soon(self, reason: StopReason, **detail: object) -> None:

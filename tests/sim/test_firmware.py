@@ -258,7 +258,7 @@ def test_scheduled_disconnect_fires_once() -> None:
 
 
 def test_watchdog_floor_for_faster_than_real_time_hosts() -> None:
-    fw = Firmware(watchdog_floor_s=3.0)  # what a host at 60x sets: 50 ms of real time
+    fw = Firmware(watchdog_floor_s=3.0)  # what a host at 12x sets: 250 ms of real time
     send(fw, SetIntensity((5, 5, 5)), 0.0)
     fw.tick(2.9)
     assert fw.levels == (5, 5, 5)
