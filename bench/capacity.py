@@ -64,8 +64,11 @@ async def one_device(
         serving = asyncio.create_task(publisher.run())
         telemetry = SessionTelemetry(profile="bench", cap=6, publisher=publisher)
         session = Session(
-            link, profile(seconds), SafetySettings(cap=6),
-            on_sample=telemetry.sample, on_event=telemetry.event,
+            link,
+            profile(seconds),
+            SafetySettings(cap=6),
+            on_sample=telemetry.sample,
+            on_event=telemetry.event,
         )
         telemetry.attach(session)
         await ready.wait()

@@ -13,27 +13,15 @@ import asyncio
 import json
 import logging
 import platform
-import statistics
 import time
 
+from bench.stats import summary
 from firmware_bridge.device import StopReason
 from firmware_bridge.telemetry.mqtt import make_client
 from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
 from tests.brokers import Mosquitto
 from tests.rigs import open_rig
-
-
-def summary(samples_s: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples_s)
-    pct = statistics.quantiles(ms, n=100, method="inclusive")
-    return {
-        "n": len(ms),
-        "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(pct[89], 3),
-        "p99_ms": round(pct[98], 3),
-        "max_ms": round(ms[-1], 3),
-    }
 
 
 async def measure(n: int, tier: str, qos: int) -> dict[str, object]:

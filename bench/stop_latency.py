@@ -11,22 +11,10 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import sys
 
+from bench.stats import summary
 from tests.rigs import TIERS, open_rig
-
-
-def summary(samples_s: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples_s)
-    pct = statistics.quantiles(ms, n=100, method="inclusive")
-    return {
-        "n": len(ms),
-        "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(pct[89], 3),
-        "p99_ms": round(pct[98], 3),
-        "max_ms": round(ms[-1], 3),
-    }
 
 
 async def measure(tier: str, n: int, latency_ms: float) -> dict[str, object]:

@@ -54,30 +54,21 @@ def add_telemetry_arguments(run: Any) -> None:
 
 def broker_settings(args: argparse.Namespace) -> tuple[str, BrokerSettings | None]:
     """('off' | 'embedded' | 'url', settings). Raises BrokerURLError for a bad URL or file."""
+    options = {
+        "username": args.mqtt_username,
+        "password": args.mqtt_password,
+        "ca_file": args.mqtt_ca,
+        "cert_file": args.mqtt_cert,
+        "key_file": args.mqtt_key,
+    }
     if args.mqtt_config:
-        settings = BrokerSettings.from_config(
-            args.mqtt_config,
-            username=args.mqtt_username,
-            password=args.mqtt_password,
-            ca_file=args.mqtt_ca,
-            cert_file=args.mqtt_cert,
-            key_file=args.mqtt_key,
-        )
-        return "url", settings
+        return "url", BrokerSettings.from_config(args.mqtt_config, **options)
     choice = choose_broker(args.mqtt, sim=args.sim)
     if choice.kind != "url" or choice.settings is None:
         return choice.kind, None
     if args.mqtt is None:  # auto-detected local broker
         return "url", choice.settings
-    settings = BrokerSettings.from_url(
-        args.mqtt,
-        username=args.mqtt_username,
-        password=args.mqtt_password,
-        ca_file=args.mqtt_ca,
-        cert_file=args.mqtt_cert,
-        key_file=args.mqtt_key,
-    )
-    return "url", settings
+    return "url", BrokerSettings.from_url(args.mqtt, **options)
 
 
 def device_id_for(args: argparse.Namespace, address: str) -> str:

@@ -68,6 +68,12 @@ BAD_FLAGS = [
     (["run", "heel-spur", "--bogus"], "unrecognized arguments: --bogus"),
     (["run", "no-such-profile", "--sim"], "no built-in profile of that name"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["run", "relax", "--sim", "--mqtt", "ftp://host"], "scheme must be mqtt:// or mqtts://"),
+    (["run", "relax", "--sim", "--mqtt", "mqtt://u:secret@host:99999"], "bad port"),
+    (["run", "relax", "--sim", "--mqtt-ca", "/nonexistent.pem", "--mqtt", "mqtts://h"], "no such"),
+    (["run", "relax", "--sim", "--telemetry-hz", "0"], "--telemetry-hz must be 1-50"),
+    (["run", "relax", "--sim", "--device-id", "a/b"], "--device-id 'a/b'"),
+    (["run", "relax", "--sim", "--mqtt-config", "/nonexistent.toml"], "cannot read MQTT settings"),
 ]
 
 
@@ -85,6 +91,7 @@ def test_bad_flags_exit_2_with_one_line(
     assert len(errors) == 1, err
     assert message in errors[0]
     assert "Traceback" not in err
+    assert "secret" not in err  # a password in a URL is never echoed back
 
 
 PROFILE_CASES = [
