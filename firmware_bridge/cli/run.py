@@ -203,7 +203,7 @@ async def _play(
     massager: Any,
     telemetry: SessionTelemetry,
 ) -> tuple[SessionRecord, dict[str, Any]]:
-    from firmware_bridge.cli.display import ProgressLine
+    from firmware_bridge.cli.display import ProgressLine, mmss
 
     live = sys.stdout.isatty() and not args.json
     display = ProgressLine(sys.stdout, profile.name) if live else None
@@ -217,6 +217,10 @@ async def _play(
         telemetry.event(event)
         if display is not None:
             display.event(event)
+        elif not args.json and event.type in {"segment", "stop", "link_lost", "fault"}:
+            # Not a terminal (a log file, a service): one plain line per step of progress.
+            detail = event.detail.get("label") or event.detail.get("reason") or ""
+            print(f"{mmss(event.t)} {event.type} {detail}".rstrip(), file=sys.stderr, flush=True)
 
     session = Session(
         link,

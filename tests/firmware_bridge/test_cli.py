@@ -161,6 +161,16 @@ def test_readme_first_command_completes_at_speed_with_a_json_summary() -> None:
     assert "not a medical device" in err  # the notice is always shown
 
 
+def test_without_a_terminal_progress_is_one_plain_line_per_segment() -> None:
+    proc = massager("run", "maintenance", "--sim", "--sim-tier", "memory", "--speed", "200")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "00:00 segment warm-up" in err
+    assert "01:00 segment small pinches" in err
+    assert "\x1b" not in out + err  # no terminal control codes in a log
+    assert "Session completed" in out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("tier", ["bumble", "memory"])
 def test_signal_is_a_clean_user_stop_that_zeroes_the_device(sig: signal.Signals, tier: str) -> None:
