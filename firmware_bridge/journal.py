@@ -1,7 +1,8 @@
 """The local journal: every session's record written as it happens, one JSON line per entry.
 
 `<data dir>/sessions/<UTC time>-<profile>.jsonl`: a header, then events (fsynced: they are
-what matters if the process dies) and per-second samples (flushed), then a summary. The data
+what matters if the process dies) and per-second samples, then a summary. Writing happens on
+the durable writer thread, never on the event loop. The data
 dir is `$MASSAGER_DATA_DIR`, else the platform's user data directory.
 """
 
@@ -13,10 +14,11 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from platformdirs import user_data_dir
 
+from firmware_bridge.durable import writer
 from firmware_bridge.record import Event, Sample, SessionRecord
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,12 +37,12 @@ class Journal:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.directory = (directory or data_dir()) / "sessions"
         self.path = self.directory / f"{stamp}-{profile}.jsonl"
-        self._handle: IO[str] | None = None
+        self._open = True
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
         except OSError as exc:
             _LOGGER.warning("journal: cannot write %s: %s", self.path, exc)
+            self._open = False
         self._write({"kind": "header", "profile": profile, **header}, sync=True)
 
     def event(self, event: Event) -> None:
@@ -53,20 +55,13 @@ class Journal:
         summary = record.summary()
         summary.pop("events", None)
         self._write({"kind": "summary", **summary, **(extra or {})}, sync=True)
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._open = False
+        writer().flush()
 
     def _write(self, entry: dict[str, Any], *, sync: bool) -> None:
-        if self._handle is None:
-            return
-        try:
-            self._handle.write(json.dumps(entry, default=str, separators=(",", ":")) + "\n")
-            self._handle.flush()
-            if sync:
-                os.fsync(self._handle.fileno())
-        except OSError as exc:
-            _LOGGER.warning("journal: write to %s failed: %s", self.path, exc)
+        if self._open:  # written and fsynced by the durable writer thread, off the event loop
+            line = json.dumps(entry, default=str, separators=(",", ":")) + "\n"
+            writer().append(self.path, line, sync=sync)
 
 
 def history(directory: Path | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from firmware_bridge.device import LinkEvent, MassagerLink, StopReason, StopResult
-from firmware_bridge.errors import DeviceRejectedError, MassagerError
+from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, MassagerError
 from firmware_bridge.record import Event, Sample, SessionRecord
 from firmware_bridge.safety import (
     HARD_CEILING_S,
@@ -92,12 +92,12 @@ class Session:
         if self._stop_task is None or self._stop_task.done():
             self._stop_task = asyncio.create_task(self.stop(reason), name=f"stop {reason.value}")
 
-    def report_discomfort(self, rating: int) -> Decision:
+    def report_discomfort(self, rating: int, *, may_release: bool = True) -> Decision:
         """A 0-10 rating from the person (S6). Raises ValueError outside 0-10."""
         if self.governor is None:
             raise RuntimeError("session not running")
         now = self.clock.now()
-        decision = self.governor.report_discomfort(rating, now)
+        decision = self.governor.report_discomfort(rating, now, may_release=may_release)
         self.record.ratings.append((now - self._t0, rating))
         self._event("discomfort", nrs=rating, decision=decision.value)
         if decision is Decision.STOP:
@@ -115,15 +115,51 @@ class Session:
             device_max=link.max_level / link.capabilities.max_level,
         )
         link.listeners.append(self._on_link_event)
-        await link.start()
+        try:
+            if await self._armed():
+                async with asyncio.TaskGroup() as group:
+                    control = group.create_task(self._control(), name="control")
+                    others = [
+                        group.create_task(self._sampler(), name="sampler"),
+                        group.create_task(self._ratings(), name="ratings"),
+                    ]
+                    control.add_done_callback(lambda _t: [t.cancel() for t in others])
+        except* Exception as failure:  # S9: any unhandled exception in a session task is a fault
+            first = failure.exceptions[0]
+            _LOGGER.exception("%s: session task failed: %r", link.transport.name, first)
+            self._event("fault", problem=repr(first))
+            self.governor.stop(StopReason.FAULT)
+        finally:
+            with contextlib.suppress(ValueError):
+                link.listeners.remove(self._on_link_event)
+            reason = self.governor.stop_reason or link.stop_reason or StopReason.FAULT
+            self.governor.stop(reason)
+            await asyncio.shield(self._finish(reason))
+        return self.record
+
+    async def _armed(self) -> bool:
+        """Clear the link's latch, start the session clock, arm the device timer backstop.
+
+        False (with a `refused` event) when the link refuses to start: a stop arrived while
+        starting, the battery or temperature forbids output, or the link is gone.
+        """
+        link, governor = self.link, self.governor
+        if governor is None:
+            raise RuntimeError("no governor")
+        try:
+            await link.start()
+        except MassagerError as exc:
+            self._event("refused", problem=str(exc))
+            governor.stop(link.stop_reason or StopReason.FAULT)
+            return False
         self._t0 = self.clock.now()
-        self.governor.start(self._t0)
+        governor.start(self._t0)
         limit = self.settings.session_limit_s
         backstop = min(limit, self.timeline.duration_s) + DEVICE_TIMER_MARGIN_S
         try:
             await link.set_timer(int(min(backstop, HARD_CEILING_S)))
-        except DeviceRejectedError as exc:  # the controller's own limit still applies
-            self._event("limit", device_timer="refused", problem=str(exc))
+        except (DeviceRejectedError, DeviceTimeoutError) as exc:  # our own limit still applies
+            self._event("limit", device_timer="not set", problem=str(exc))
         self._event(
             "session_started",
             profile=self.profile.name,
@@ -133,27 +169,8 @@ class Session:
             failsafe=link.failsafe,
         )
         if link.failsafe == "none":
-            self._event("limit", failsafe="none", max_intensity=self.governor.device_max)
-        try:
-            async with asyncio.TaskGroup() as group:
-                control = group.create_task(self._control(), name="control")
-                others = [
-                    group.create_task(self._sampler(), name="sampler"),
-                    group.create_task(self._ratings(), name="ratings"),
-                ]
-                control.add_done_callback(lambda _t: [t.cancel() for t in others])
-        except* Exception as failure:  # S9: any unhandled exception in a session task is a fault
-            first = failure.exceptions[0]
-            _LOGGER.exception("%s: session task failed: %r", link.transport.name, first)
-            self._event("fault", problem=repr(first))
-            self.governor.stop(StopReason.FAULT)
-        finally:
-            with contextlib.suppress(ValueError):
-                link.listeners.remove(self._on_link_event)
-            reason = self.governor.stop_reason or StopReason.FAULT
-            self.governor.stop(reason)
-            await asyncio.shield(self._finish(reason))
-        return self.record
+            self._event("limit", failsafe="none", max_intensity=governor.device_max)
+        return True
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -172,6 +189,9 @@ class Session:
             if position.label != self.segment:
                 self.segment = position.label
                 self._event("segment", index=position.index, label=position.label)
+            if link.latched:  # the link stopped (device, link loss): its announcement may follow
+                governor.stop(link.stop_reason or StopReason.FAULT)
+                break
             fractions = governor.limit(position.levels, now)
             if governor.stopped:  # the session limit elapsed inside limit()
                 break
@@ -210,9 +230,12 @@ class Session:
             self._note_stop(result)
         self.record.stop_reason = self.link.stop_reason or reason
         self.record.duration_s = self.elapsed_s
-        self._sample()
-        if not any(event.type == "stop" for event in self.record.events):
-            self._event("stop", reason=self.record.stop_reason.value)
+        try:  # the device is at zero already; a broken hook must not lose the record
+            self._sample()
+            if not any(event.type == "stop" for event in self.record.events):
+                self._event("stop", reason=self.record.stop_reason.value)
+        except Exception:
+            _LOGGER.exception("%s: session hooks failed while finishing", self.link.transport.name)
         self._finished.set()
 
     def _note_stop(self, result: StopResult) -> None:

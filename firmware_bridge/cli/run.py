@@ -32,6 +32,7 @@ from profiles.loader import ProfileError, resolve
 from profiles.model import Profile
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # HUP: the terminal went away
 MAX_SPEED = 1000.0  # beyond this the simulated clock outruns the 20 Hz control loop
 
 
@@ -151,6 +152,47 @@ async def _run(
     broker: tuple[str, BrokerSettings | None],
 ) -> int:
     clock = ScaledClock(args.speed)
+    stopper = _Stopper(asyncio.current_task())
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:  # for the whole run: connecting, the session, and the teardown
+        loop.add_signal_handler(sig, stopper)
+    try:
+        return await _run_device(
+            args, profile=profile, settings=settings, broker=broker, clock=clock, stopper=stopper
+        )
+    except asyncio.CancelledError:  # a signal before the session: the link was zeroed on exit
+        print("massager: stopped before the session started", file=sys.stderr)
+        return EXIT_OK
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+class _Stopper:
+    """SIGINT/SIGTERM/SIGHUP: a user stop during a session; before it, abandon connecting."""
+
+    def __init__(self, main: asyncio.Task[Any] | None) -> None:
+        self.main = main
+        self.session: Session | None = None
+        self.stopping = False
+
+    def __call__(self) -> None:
+        if self.session is not None:
+            self.session.request_stop(StopReason.USER_STOP)
+        elif not self.stopping and self.main is not None:
+            self.stopping = True
+            self.main.cancel()  # the link's exit writes zero, shielded from this cancellation
+
+
+async def _run_device(
+    args: argparse.Namespace,
+    *,
+    profile: Profile,
+    settings: SafetySettings,
+    broker: tuple[str, BrokerSettings | None],
+    clock: ScaledClock,
+    stopper: _Stopper,
+) -> int:
     try:
         async with _device(args, clock) as (transport, massager):
             link = MassagerLink(transport, clock=clock)
@@ -173,6 +215,7 @@ async def _run(
                         settings=settings,
                         massager=massager,
                         telemetry=telemetry,
+                        stopper=stopper,
                     )
                     extra["device"] = device | {"id": device_id}
                     telemetry.finish(record, extra)
@@ -202,6 +245,7 @@ async def _play(
     settings: SafetySettings,
     massager: Any,
     telemetry: SessionTelemetry,
+    stopper: _Stopper,
 ) -> tuple[SessionRecord, dict[str, Any]]:
     from firmware_bridge.cli.display import ProgressLine, mmss
 
@@ -220,7 +264,10 @@ async def _play(
         elif not args.json and event.type in {"segment", "stop", "link_lost", "fault"}:
             # Not a terminal (a log file, a service): one plain line per step of progress.
             detail = event.detail.get("label") or event.detail.get("reason") or ""
-            print(f"{mmss(event.t)} {event.type} {detail}".rstrip(), file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # a closed pipe must not become a fault
+                print(
+                    f"{mmss(event.t)} {event.type} {detail}".rstrip(), file=sys.stderr, flush=True
+                )
 
     session = Session(
         link,
@@ -239,16 +286,12 @@ async def _play(
         file=sys.stderr,
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, session.request_stop, StopReason.USER_STOP)
+    stopper.session = session
     keyboard = _keyboard(session) if sys.stdin.isatty() else contextlib.nullcontext()
     try:
         with keyboard:
             record = await session.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         if display is not None:
             display.close()
     return record, extra

@@ -132,6 +132,8 @@ class MassagerLink:
         self._malformed_times: list[float] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
+        self._stop_requests = 0  # every stop request, even on an already latched link
+        self._last_stop_request: StopReason | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class MassagerLink:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _zero_and_disconnect(self) -> None:
-        self._latch(self.stop_reason or StopReason.COMPLETED, announce=False)
+        self._latch(self.stop_reason or StopReason.COMPLETED)
         if self._reconnecting is not None:
             self._reconnecting.cancel()
         if self.transport.is_connected:
@@ -211,10 +213,28 @@ class MassagerLink:
         """Explicit new start: clears the latch (and the device's), output still zero."""
         if self.state != LinkState.READY:
             raise ConnectionLostError(f"{self.transport.name}: cannot start while {self.state}")
+        stops = self._stop_requests
         await self._handshake()
+        if self._stop_requests != stops:  # a button, fault or stop arrived meanwhile: it stands
+            self.stop_reason = self._last_stop_request
+            raise SafetyLimitError(f"stopped while starting ({self.stop_reason})")
+        if self.state != LinkState.READY or not self.transport.is_connected:
+            raise ConnectionLostError(f"{self.transport.name}: link lost while starting")
+        unfit = self._unfit()
+        if unfit is not None:
+            self.stop_reason = unfit
+            raise SafetyLimitError(f"{self.transport.name}: cannot start: {unfit.value}")
         self.latched = False
         self.stop_reason = None
         self._emit("armed")
+
+    def _unfit(self) -> StopReason | None:
+        """A device condition that forbids output (S9), from the latest status."""
+        if self.temperature_c is not None and self.temperature_c > self.limits.max_temperature_c:
+            return StopReason.OVER_TEMPERATURE
+        if self.battery_pct is not None and self.battery_pct < self.limits.min_battery_pct:
+            return StopReason.LOW_BATTERY
+        return None
 
     def set_levels(self, levels: Sequence[int]) -> None:
         """Ask for these drive levels; coalesced, latest wins, sent by the writer task."""
@@ -234,16 +254,25 @@ class MassagerLink:
 
     async def stop(self, reason: StopReason = StopReason.USER_STOP) -> StopResult:
         """Latch output off and write zero now, ahead of anything queued. Idempotent."""
+        return await self._stop(reason, announce=self._latch(reason))
+
+    async def _stop(
+        self, reason: StopReason, *, announce: bool, detail: dict[str, object] | None = None
+    ) -> StopResult:
+        """Write zero, then announce the stop: listeners (disk, terminal) never delay zero."""
         started = self.clock.now()
-        self._latch(reason)
         if not self.transport.is_connected:
             # The device watchdog zeroes it; the first frame after reconnect is zero.
+            if announce:
+                self._announce(reason, detail)
             return StopResult(self.stop_reason or reason, confirmed=False, latency_s=None)
         try:
             confirmed = await self._write_stop()
         except (MassagerError, TimeoutError) as exc:
             _LOGGER.warning("%s: stop not confirmed: %s", self.transport.name, exc)
             confirmed = False
+        if announce:
+            self._announce(reason, detail)
         latency = self.clock.now() - started
         self._emit("stop_confirmed" if confirmed else "stop_unconfirmed", latency_s=latency)
         return StopResult(self.stop_reason or reason, confirmed, latency if confirmed else None)
@@ -296,7 +325,7 @@ class MassagerLink:
 
     async def _write_stop(self) -> bool:
         """STOP with response where supported; True once the device acks all-zero."""
-        self._desired = self.commanded = (0,) * self.zones  # the writer has nothing left to say
+        self._desired = (0,) * self.zones
         caps = self.capabilities
         with_response = self.transport.supports_write_with_response and (
             caps is None or CapabilityFlags.WRITE_WITH_RESPONSE in caps.flags
@@ -306,11 +335,15 @@ class MassagerLink:
         except DeviceTimeoutError:
             await self._send(Stop())  # the ack may be what was lost; say it once more
             return False
-        return isinstance(ack, Ack) and not any(ack.levels)
+        if isinstance(ack, Ack) and not any(ack.levels):
+            self.commanded = (0,) * self.zones
+            return True
+        return False
 
     async def _handshake(self) -> None:
         """Zero first, then HELLO → CAPABILITIES, then the watchdog period (lossy-link safe)."""
         await self._send(Stop(), response=False)  # S5: first frame on any (re)connect is zero
+        self.commanded = (0,) * len(self.commanded)
         caps = await self._hello()
         first = self.capabilities is None
         self.capabilities = caps
@@ -368,14 +401,23 @@ class MassagerLink:
             self.peak_level = max(self.peak_level, *levels)
             if self.latched and any(levels):
                 # A stop raced this write onto the wire; zero again so the stop has the last word.
-                await self._send(Stop())
+                with contextlib.suppress(MassagerError, TimeoutError):
+                    await self._write_stop()
 
     async def _heartbeat(self) -> None:
         """Keep the device watchdog fed while output is non-zero; stops when this loop stalls."""
         while True:
             due = self._last_sent + self.heartbeat_s
             await self.clock.sleep(max(due - self.clock.now(), self.heartbeat_s / 10))
-            if self.state != LinkState.READY or not (any(self.commanded) or any(self.applied)):
+            if self.state != LinkState.READY:
+                continue
+            if self.latched:
+                # Never keep a latched device alive; if it still reports output, stop it again.
+                if any(self.applied) or any(self.commanded):
+                    with contextlib.suppress(MassagerError, TimeoutError):
+                        await self._write_stop()
+                continue
+            if not (any(self.commanded) or any(self.applied)):
                 continue
             if self.clock.now() - self._last_sent >= self.heartbeat_s * 0.9:
                 with contextlib.suppress(MassagerError, TimeoutError):
@@ -407,7 +449,11 @@ class MassagerLink:
                 self._emit("nack", frame_type=str(type_name), code=code.name)
                 if seq in self._pending:
                     self._resolve(seq, nack)
-                elif self._caps_waiter is not None and acked_type == FrameType.HELLO:
+                elif (
+                    self._caps_waiter is not None
+                    and not self._caps_waiter.done()
+                    and acked_type == FrameType.HELLO
+                ):
                     self._caps_waiter.set_exception(
                         DeviceRejectedError(
                             f"{self.transport.name}: HELLO refused: {code.name}",
@@ -418,8 +464,8 @@ class MassagerLink:
             case Status() as status:
                 self._on_status(status)
             case ButtonPress():
-                self._emit("button")
                 self._stop_soon(StopReason.DEVICE_BUTTON)
+                self._emit("button")
             case Fault(code=code) as fault:
                 self._on_fault(fault.code, fault.detail)
             case _:
@@ -454,7 +500,6 @@ class MassagerLink:
         self.battery_pct = percent
 
     def _on_fault(self, code: FaultCode, detail: int) -> None:
-        self._emit("fault", code=code.name, detail=detail)
         reason = {
             FaultCode.OVER_TEMPERATURE: StopReason.OVER_TEMPERATURE,
             FaultCode.LOW_BATTERY: StopReason.LOW_BATTERY,
@@ -462,13 +507,14 @@ class MassagerLink:
         }.get(code, StopReason.FAULT)
         # WATCHDOG_EXPIRED means our frames stopped reaching it: never resume on our own.
         self._stop_soon(reason, fault=code.name)
+        self._emit("fault", code=code.name, detail=detail)
 
     def _check_applied(self, levels: tuple[int, ...], source: str) -> None:
         """S9: an ack or status reporting levels we never allowed is a fault."""
         caps = self.capabilities
         if caps is None:
             return
-        if len(levels) != caps.zones or any(level > caps.max_level for level in levels):
+        if len(levels) != caps.zones or any(level > self.max_level for level in levels):
             self._stop_soon(StopReason.FAULT, problem=f"out-of-range {source}", levels=levels)
 
     def _malformed(self, problem: str) -> None:
@@ -484,7 +530,8 @@ class MassagerLink:
     def _on_disconnect(self) -> None:
         if self.state in (LinkState.CLOSED, LinkState.LINK_LOST, LinkState.RECONNECTING):
             return
-        self._latch(StopReason.LINK_LOST)
+        if self._latch(StopReason.LINK_LOST):
+            self._announce(StopReason.LINK_LOST, None)
         self.state = LinkState.LINK_LOST
         _LOGGER.warning("%s: link lost; output latched off", self.transport.name)
         self._emit("link_lost")
@@ -523,33 +570,40 @@ class MassagerLink:
 
     # -- internals: latch, events, tasks ----------------------------------------------------
 
-    def _latch(
-        self, reason: StopReason, *, announce: bool = True, detail: dict[str, object] | None = None
-    ) -> None:
+    def _latch(self, reason: StopReason) -> bool:
+        """Latch output off, synchronously. True if this call set the stop reason."""
         self._desired = (0,) * self.zones
+        self._stop_requests += 1
+        self._last_stop_request = reason
         if self.latched and self.stop_reason is not None:
-            return
+            return False
         self.latched = True
         self.stop_reason = reason
-        if announce:
-            log = (
-                _LOGGER.info
-                if reason in (StopReason.USER_STOP, StopReason.COMPLETED)
-                else _LOGGER.warning
-            )
-            log("%s: stop (%s) %s", self.transport.name, reason.value, detail or "")
-            self._emit("stop", reason=reason.value, **(detail or {}))
+        return True
+
+    def _announce(self, reason: StopReason, detail: dict[str, object] | None) -> None:
+        quiet = reason in (StopReason.USER_STOP, StopReason.COMPLETED)
+        log = _LOGGER.info if quiet else _LOGGER.warning
+        log("%s: stop (%s) %s", self.transport.name, reason.value, detail or "")
+        self._emit("stop", reason=reason.value, **(detail or {}))
 
     def _stop_soon(self, reason: StopReason, **detail: object) -> None:
         """Latch now (synchronously) and write zero from a task: for callbacks."""
-        self._latch(reason, detail=detail)
+        announce = self._latch(reason)
         if self.transport.is_connected and self.state == LinkState.READY:
-            self._spawn(self.stop(reason), f"stop {reason.value}")
+            self._spawn(self._stop(reason, announce=announce, detail=detail), f"stop {reason}")
+        elif announce:
+            self._announce(reason, detail)
 
     def _emit(self, kind: str, **detail: object) -> None:
         event = LinkEvent(kind, self.clock.now(), detail)
         for listener in list(self.listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception as exc:  # a broken listener is a fault, never a silent loss (S9)
+                _LOGGER.exception("%s: %s listener failed", self.transport.name, kind)
+                if not self.latched:
+                    self._stop_soon(StopReason.FAULT, problem=f"listener: {exc!r}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"{self.transport.name} {name}")

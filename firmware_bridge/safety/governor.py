@@ -21,6 +21,7 @@ STEP_FACTOR = 10 ** (STEP_DB / 20)  # ≈ 1.334 × amplitude per step
 RISE_PERIOD_S = 3.0  # S2: at most one step up per this many seconds
 RISE_FLOOR = 0.05  # below this the envelope rises linearly (0 → floor in one rise period)
 RELEASE_PERIOD_S = 10.0  # the envelope sinks one step per this long when the profile is lower
+MAX_RISE_GAP_S = 0.5  # a longer gap between calls (paused process, VM) counts as only this much
 DEFAULT_CAP = 4  # S6: "moderate, never severe" on the 0-10 scale
 DEFAULT_SESSION_S = 15 * 60  # S7 default session limit
 HARD_CEILING_S = 30 * 60  # S7: no profile, flag or command can exceed this
@@ -165,7 +166,7 @@ class SafetyGovernor:
     def _next_envelope(self, peak: float, now: float) -> float:
         dt = max(0.0, now - self._output_at)
         self._output_at = now
-        steps = dt / self.settings.rise_period_s
+        steps = min(dt, MAX_RISE_GAP_S) / self.settings.rise_period_s  # no jump after a stall
         envelope = min(self.envelope, self.discomfort_ceiling)
         if peak > envelope:
             if self.frozen or self.holding:
@@ -190,8 +191,12 @@ class SafetyGovernor:
         self.envelope = min(self.envelope, cap / 10)
         return None
 
-    def report_discomfort(self, rating: int, now: float) -> Decision:
-        """S6: apply a 0-10 rating. Raises ValueError for anything else."""
+    def report_discomfort(self, rating: int, now: float, *, may_release: bool = True) -> Decision:
+        """S6: apply a 0-10 rating. Raises ValueError for anything else.
+
+        `may_release=False` (remote ratings without remote control, S8): a low rating does not
+        release a hold, since that would let output rise again.
+        """
         if isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 10:
             raise ValueError(f"a rating is a whole number 0-10, got {rating!r}")
         self.last_rating = rating
@@ -212,7 +217,7 @@ class SafetyGovernor:
             self.discomfort_ceiling = min(self.discomfort_ceiling, held)
             self.holding = True
             return Decision.HOLD
-        if not self.frozen:
+        if not self.frozen and may_release:
             self.holding = False
             self.discomfort_ceiling = 1.0
         return Decision.TARGET

@@ -61,7 +61,7 @@ class SessionTelemetry:
         def discomfort(rating: int) -> str | None:
             if session.governor is None or session.governor.stopped:
                 return "no session is running"
-            session.report_discomfort(rating)
+            session.report_discomfort(rating, may_release=remote)  # S8: never raises output
             return None
 
         def cap(value: int) -> str | None:

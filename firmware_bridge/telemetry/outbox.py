@@ -1,19 +1,21 @@
 """A bounded on-disk outbox: events wait here, in order, until the broker has them.
 
-Each event is appended as one JSON line and fsynced, so it survives a dead broker and a dead
-process; `pop()` advances a persisted cursor once the broker accepted the event. When the
-outbox is full new events are not kept: they are counted, and the count is reported as an
-`events_dropped` event as soon as there is room again. Nothing is dropped silently.
+Each event is appended as one JSON line and fsynced (by the durable writer thread, never on the
+event loop), so it survives a dead broker and a dead process; `pop()` advances a persisted
+cursor once the broker accepted the event. When the outbox is full new events are not kept: they
+are counted, and the count is reported as an `events_dropped` event as soon as there is room
+again. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+from firmware_bridge.durable import writer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,21 +71,22 @@ class Outbox:
         if self._path is None or self._cursor is None:
             return
         if not self._pending:  # all delivered: start the files afresh
-            self._path.write_bytes(b"")
-            self._cursor.write_text("0")
+            writer().replace(self._path, "")
+            writer().replace(self._cursor, "0")
             self._consumed = 0
         else:
-            self._cursor.write_text(str(self._consumed))
+            writer().replace(self._cursor, str(self._consumed))
 
     def _store(self, event: dict[str, Any]) -> None:
         self._pending.append(event)
         if self._path is None:
             return
         line = json.dumps(event, separators=(",", ":")) + "\n"
-        with self._path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        writer().append(self._path, line, sync=True)  # fsynced off the event loop
+
+    def flush(self) -> None:
+        """Wait until the outbox files reflect every append and pop (tests, shutdown)."""
+        writer().flush()
 
     def _load(self, path: Path, cursor: Path) -> None:
         """Events a previous run could not deliver are delivered first."""

@@ -184,7 +184,11 @@ class Publisher:
 
     async def _commands(self, client: Any) -> None:
         async for message in client.messages:  # read promptly: aiomqtt buffers without bound
-            self._command(str(message.topic), message.payload, retained=bool(message.retain))
+            try:
+                self._command(str(message.topic), message.payload, retained=bool(message.retain))
+            except Exception:
+                self.stats.rejected_commands += 1
+                _LOGGER.exception("MQTT: command on %s failed", message.topic)
 
     # -- commands (S8) ---------------------------------------------------------------------------
 
@@ -204,14 +208,14 @@ class Publisher:
         """None if the command was carried out, else why not (one short line)."""
         if retained:
             return "retained commands are ignored"
+        if name == "stop":  # any payload (the contract): a stop is never refused for its form
+            return "no session is running" if self.handlers is None else self.handlers.stop()
         parsed = self._parse(raw)
         if isinstance(parsed, _Refused):
             return parsed.reason
         handlers = self.handlers
         if handlers is None:
             return "no session is running"
-        if name == "stop":
-            return handlers.stop()
         if name in {"discomfort", "cap"}:
             handler = handlers.discomfort if name == "discomfort" else handlers.cap
             number = _integer(parsed)

@@ -171,7 +171,9 @@ def test_without_a_terminal_progress_is_one_plain_line_per_segment() -> None:
     assert "Session completed" in out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 @pytest.mark.parametrize("tier", ["bumble", "memory"])
 def test_signal_is_a_clean_user_stop_that_zeroes_the_device(sig: signal.Signals, tier: str) -> None:
     proc = massager("run", "heel-spur", "--sim", "--sim-tier", tier, "--speed", "20", "--json")

@@ -237,3 +237,21 @@ def test_no_sequence_breaks_the_invariants(
         if gov.stopped:
             stopped_at = stopped_at or t
             assert gov.output == (0.0, 0.0, 0.0)  # S3: zero now and nothing non-zero after
+
+
+def test_a_stalled_caller_does_not_jump_the_envelope() -> None:
+    gov = governor(cap=10)
+    t = run_for(gov, 1.0, 10.0)
+    before = gov.envelope
+    gov.limit((1.0, 1.0, 1.0), t + 30.0)  # the process was paused for 30 s
+    assert gov.envelope <= before * STEP_FACTOR ** (0.5 / 3) + EPS
+
+
+def test_a_remote_low_rating_does_not_release_a_hold() -> None:
+    gov = governor(cap=10)
+    t = run_for(gov, 0.6, 40)
+    assert gov.report_discomfort(5, t) is Decision.HOLD
+    held = max(gov.output)
+    gov.report_discomfort(0, t, may_release=False)  # over MQTT without --remote-control
+    run_for(gov, 1.0, 30)
+    assert max(gov.output) == pytest.approx(held)

@@ -332,6 +332,7 @@ async def test_out_of_range_ack_is_a_fault_stop(rig: Rig) -> None:
         await wait_for(lambda: rig.firmware.levels == (5, 5, 5))
         rig.firmware.levels = (25, 5, 5)  # firmware bug: reports more than its maximum
         await wait_for(lambda: link.stop_reason == StopReason.FAULT)
+        await wait_for(lambda: "stop" in rig.kinds())  # announced once zero is written
         fault = next(e for e in rig.events if e.kind == "stop")
         assert fault.detail["problem"] == "out-of-range status"
         await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
@@ -390,3 +391,92 @@ async def test_speed_scales_every_timer_on_both_ends(tier: str) -> None:
         await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
         assert time.monotonic() - real_start < 0.5  # 1.5 session-seconds at 20x is 75 ms
         await rig.transport.disconnect()
+
+
+# -- regressions from the safety review ------------------------------------------------------
+
+
+async def test_a_stop_that_overtakes_an_in_flight_write_still_has_the_last_word(rig: Rig) -> None:
+    """A stack that yields before sending lets STOP pass a SET_INTENSITY already handed to it."""
+    real_write = rig.transport.write
+
+    async def slow_intensity(data: bytes, *, response: bool) -> None:
+        if data[2] == FrameType.SET_INTENSITY:
+            await asyncio.sleep(0.05)  # queued inside the stack while the stop goes out
+        await real_write(data, response=response)
+
+    rig.transport.write = slow_intensity  # type: ignore[method-assign]
+    async with rig.link() as link:
+        await link.start()
+        link.set_levels((9, 9, 9))
+        await asyncio.sleep(0.01)  # the writer is inside slow_intensity now
+        assert (await link.stop()).confirmed
+        await asyncio.sleep(0.1)  # the stale SET_INTENSITY lands after the STOP ...
+        assert any(r.levels == (9, 9, 9) for r in rig.firmware.applied)
+        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))  # ... and is zeroed again
+        assert rig.firmware.applied[-1].cause == "stop"  # by us, not left to the watchdog
+        sent_after = len(rig.firmware.received)
+        await asyncio.sleep(1.0)
+        later = [r.frame.message.TYPE for r in rig.firmware.received[sent_after:] if r.frame]
+        assert FrameType.HEARTBEAT not in later  # a latched link never feeds the watchdog
+
+
+async def test_a_stop_during_start_is_not_erased(rig: Rig) -> None:
+    async with rig.link() as link:
+        await link.start()
+        await link.stop(StopReason.COMPLETED)  # a first session ended
+        real_write = rig.transport.write
+
+        async def press_during_hello(data: bytes, *, response: bool) -> None:
+            await real_write(data, response=response)
+            if data[2] == FrameType.HELLO:
+                rig.massager.press_button()
+
+        rig.transport.write = press_during_hello  # type: ignore[method-assign]
+        with pytest.raises(SafetyLimitError, match="stopped while starting"):
+            await link.start()
+        assert link.latched
+        assert link.stop_reason == StopReason.DEVICE_BUTTON
+        with pytest.raises(SafetyLimitError):
+            link.set_levels((5, 5, 5))
+
+
+async def test_zero_is_written_before_listeners_hear_of_the_stop(rig: Rig) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def listener(event: object) -> None:
+        if getattr(event, "kind", None) == "stop":
+            seen.append(rig.firmware.levels)
+
+    async with rig.link() as link:
+        link.listeners.append(listener)
+        await link.start()
+        link.set_levels((6, 6, 6))
+        await wait_for(lambda: rig.firmware.levels == (6, 6, 6))
+        await link.stop()
+    assert seen == [(0, 0, 0)]
+
+
+async def test_a_failing_listener_does_not_hide_a_device_fault(rig: Rig) -> None:
+    def broken(_event: object) -> None:
+        raise BrokenPipeError("stderr went away")
+
+    async with rig.link() as link:
+        await link.start()
+        link.set_levels((6, 6, 6))
+        await wait_for(lambda: rig.firmware.levels == (6, 6, 6))
+        link.listeners.append(broken)
+        rig.massager.press_button()
+        await wait_for(lambda: link.latched)
+        assert link.stop_reason == StopReason.DEVICE_BUTTON
+        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+
+
+async def test_out_of_range_report_on_a_device_without_watchdog_is_a_fault(tier: str) -> None:
+    async with open_rig(tier, plan=FaultPlan(no_watchdog=True)) as rig, rig.link() as link:
+        await link.start()
+        link.set_levels((4, 4, 4))
+        await wait_for(lambda: rig.firmware.levels == (4, 4, 4))
+        rig.firmware.levels = (10, 4, 4)  # above the 40 % this link allows for such a device
+        await wait_for(lambda: link.stop_reason == StopReason.FAULT)
+        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))

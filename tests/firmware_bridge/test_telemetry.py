@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from firmware_bridge import durable
 from firmware_bridge.device import StopReason
 from firmware_bridge.journal import Journal, history
 from firmware_bridge.record import SessionRecord
@@ -215,7 +218,8 @@ async def test_remote_stop_during_a_ramp_reaches_zero(mosquitto: Mosquitto, tmp_
             await publisher.connected.wait()
             await until(lambda: max(rig.firmware.levels) >= 3)
             requested = rig.clock.now()
-            await send(mosquitto.settings, topics.command("stop"), b"")
+            # Any payload stops, even one no other command would accept (binary, oversized).
+            await send(mosquitto.settings, topics.command("stop"), b"\xff\xfe stop " * 40)
             record = await asyncio.wait_for(running, 10)
     assert record.stop_reason == StopReason.REMOTE_STOP
     assert rig.firmware.levels == (0, 0, 0)
@@ -445,6 +449,7 @@ def test_outbox_keeps_order_bounds_and_counts(tmp_path: Path) -> None:
     assert box.dropped == 2
     box.pop()
     box.append({"type": "e", "n": 5, "ts": 1.0})  # room again: the drop count is reported first
+    box.flush()
     again = Outbox(tmp_path, max_events=3)  # a new process finds what was not delivered
     items = []
     while (item := again.peek()) is not None:
@@ -456,6 +461,7 @@ def test_outbox_keeps_order_bounds_and_counts(tmp_path: Path) -> None:
         {"type": "events_dropped", "count": 2, "ts": 1.0},
         {"type": "e", "n": 5, "ts": 1.0},
     ]
+    again.flush()
     assert Outbox(tmp_path).peek() is None
 
 
@@ -482,3 +488,28 @@ async def test_journal_records_the_session_and_history_lists_it(tmp_path: Path) 
     assert past["profile"] == "test"
     assert past["stop_reason"] == "completed"
     assert past["samples"] >= 45
+
+
+async def test_fsync_never_runs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)  # the module durable.py calls
+    nowhere = BrokerSettings.from_url("mqtt://127.0.0.1:9")  # events pile up in the outbox
+    async with open_rig("memory", speed=40) as rig:
+        async with published_session(rig, nowhere, Topics("fsync"), tmp_path, seconds=10) as (
+            _,
+            _,
+            running,
+            _,
+        ):
+            await running
+    durable.writer().flush()
+    assert threads  # the journal and the outbox were made durable ...
+    assert set(threads) == {"durable-writer"}  # ... never from the loop's thread (S10)
