@@ -281,7 +281,7 @@ class MassagerLink:
         """Arm the on-device session timer (a second, independent end-of-session stop)."""
         if self.capabilities is None or not self.capabilities.has_timer:
             return
-        await self._request(SetTimer(seconds))
+        await self._request(SetTimer(seconds), attempts=HANDSHAKE_ATTEMPTS)
 
     # -- internals: sending ------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from firmware_bridge.device import LinkState, MassagerLink, ReconnectPolicy, StopReason
-from firmware_bridge.errors import SafetyLimitError
+from firmware_bridge.errors import DeviceRejectedError, SafetyLimitError
 from firmware_bridge.protocol import FrameType, Stop
 from sim.firmware import FaultPlan
 from tests.rigs import Rig, open_rig
@@ -480,3 +480,10 @@ async def test_out_of_range_report_on_a_device_without_watchdog_is_a_fault(tier:
         rig.firmware.levels = (10, 4, 4)  # above the 40 % this link allows for such a device
         await wait_for(lambda: link.stop_reason == StopReason.FAULT)
         await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+
+
+async def test_a_refused_hello_is_reported_not_swallowed() -> None:
+    async with open_rig("memory", plan=FaultPlan(nack_types=frozenset({FrameType.HELLO}))) as rig:
+        link = rig.link()
+        with pytest.raises(DeviceRejectedError, match="HELLO refused: BUSY"):
+            await link.connect()

@@ -246,3 +246,14 @@ async def test_the_heel_spur_routine_plays_end_to_end() -> None:
     assert segments[0] == "warm-up, heel to toes"
     assert segments[-1] == "fade out"
     assert segments.count("rib strikes") == 2
+
+
+async def test_a_refused_start_still_gives_a_record_and_never_output() -> None:
+    async with open_rig("memory") as rig, rig.link() as link:
+        rig.firmware.battery_pct = 4.0  # flat before the session even starts
+        await until(lambda: link.battery_pct is not None and link.battery_pct < 5)
+        record = await Session(link, steady(1.0, 60), SafetySettings(cap=6)).run()
+    assert record.stop_reason == StopReason.LOW_BATTERY
+    assert not record.ok
+    assert any(e.type == "refused" for e in record.events)
+    assert peak_applied(rig) == 0

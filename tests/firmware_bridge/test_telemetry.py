@@ -31,7 +31,7 @@ from firmware_bridge.safety import SafetySettings
 from firmware_bridge.telemetry.bridge import SessionTelemetry
 from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, make_client
 from firmware_bridge.telemetry.outbox import Outbox
-from firmware_bridge.telemetry.publisher import Publisher
+from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
 from profiles.model import Profile
 from tests.brokers import Mosquitto
@@ -513,3 +513,26 @@ async def test_fsync_never_runs_on_the_event_loop(
     durable.writer().flush()
     assert threads  # the journal and the outbox were made durable ...
     assert set(threads) == {"durable-writer"}  # ... never from the loop's thread (S10)
+
+
+async def test_a_failing_command_handler_does_not_end_command_handling(
+    mosquitto: Mosquitto,
+) -> None:
+    calls: list[str] = []
+
+    def stop() -> None:
+        calls.append("stop")
+        if len(calls) == 1:
+            raise RuntimeError("handler bug")
+
+    topics = Topics("handler")
+    publisher = Publisher(mosquitto.settings, topics)
+    publisher.handlers = CommandHandlers(stop=stop, discomfort=lambda _n: None)
+    serving = asyncio.create_task(publisher.run())
+    await asyncio.wait_for(publisher.connected.wait(), 5)
+    await send(mosquitto.settings, topics.command("stop"), b"1")
+    await until(lambda: len(calls) == 1)
+    await send(mosquitto.settings, topics.command("stop"), b"2")
+    await until(lambda: len(calls) == 2)  # the second stop still arrives
+    await publisher.close()
+    await asyncio.wait_for(serving, 5)
