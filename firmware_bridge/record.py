@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.device.events import StopReason
@@ -83,6 +83,3 @@ class SessionRecord:
             "events": [{"type": e.type, "t": round(e.t, 3), **e.detail} for e in self.events],
             "samples": len(self.samples),
         }
-
-    def sample_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(s) for s in self.samples]

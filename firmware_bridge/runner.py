@@ -68,7 +68,6 @@ class Session:
         self.governor: SafetyGovernor | None = None
         self.segment = ""
         self._t0 = 0.0
-        self._finished = asyncio.Event()
         self.control_lateness_s: list[float] = []  # how late each control tick ran (real s)
         self._stop_task: asyncio.Task[None] | None = None
 
@@ -83,7 +82,6 @@ class Session:
         if self.governor is not None:
             self.governor.stop(reason)
         self._note_stop(await self.link.stop(reason))
-        self._finished.set()
 
     def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> None:
         """`stop()` for synchronous callers (signal handlers, callbacks)."""
@@ -236,7 +234,6 @@ class Session:
                 self._event("stop", reason=self.record.stop_reason.value)
         except Exception:
             _LOGGER.exception("%s: session hooks failed while finishing", self.link.transport.name)
-        self._finished.set()
 
     def _note_stop(self, result: StopResult) -> None:
         """Keep the first stop's outcome; latency in real seconds (the clock may be scaled)."""

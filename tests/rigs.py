@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 
@@ -18,6 +21,15 @@ from sim.firmware import AppliedLevels, FaultPlan, Firmware
 from sim.hosts import SimulatedMassager
 
 TIERS = ("memory", "bumble")
+
+
+async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
+    """Poll `predicate()` until true; fail the test after `within` real seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(0.005)
 
 
 @dataclass

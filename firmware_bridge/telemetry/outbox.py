@@ -28,7 +28,6 @@ class Outbox:
     def __init__(self, directory: Path | None, *, max_events: int = MAX_EVENTS) -> None:
         self.max_events = max_events
         self.dropped = 0  # not yet reported
-        self.dropped_total = 0
         self._pending: deque[dict[str, Any]] = deque()
         self._path: Path | None = None
         self._cursor: Path | None = None
@@ -46,7 +45,6 @@ class Outbox:
         """Keep `event` (durably, when backed by a file). False if full: counted instead."""
         if len(self._pending) >= self.max_events:
             self.dropped += 1
-            self.dropped_total += 1
             if self.dropped == 1:
                 _LOGGER.warning(
                     "telemetry outbox full (%d events); counting drops", self.max_events

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, Will, make_client
@@ -47,7 +47,6 @@ class PublisherStats:
     accepted_commands: int = 0
     last_error: str | None = None
     outages: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Publisher:

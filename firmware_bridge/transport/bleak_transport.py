@@ -170,21 +170,6 @@ class BleakTransport:
                 raise ConnectionLostError(f"{self.name}: link lost during write: {exc}") from exc
             raise DeviceConnectionError(f"{self.name}: write failed: {exc}") from exc
 
-    async def read_battery(self) -> int | None:
-        client = self._client
-        if client is None or not client.is_connected:
-            return None
-        battery = client.services.get_characteristic(BATTERY_LEVEL_CHAR_UUID)
-        if battery is None:
-            return None
-        try:
-            async with asyncio.timeout(self._timeout):
-                data = await client.read_gatt_char(battery)
-        except (BleakError, TimeoutError) as exc:
-            _LOGGER.debug("%s: battery read failed: %s", self.name, exc)
-            return None
-        return data[0] if data else None
-
     # -- callbacks from bleak --------------------------------------------------------------
 
     def _notified(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:

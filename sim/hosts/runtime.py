@@ -119,13 +119,9 @@ class SimulatedMassager:
         """Peripheral-initiated disconnect (or, with reason 0x08, the user walked out of range)."""
         self._dispatch([Disconnect(reason)])
 
-    @property
-    def amplitudes(self) -> tuple[float, ...]:
-        return self.firmware.vibration()
-
     def rating(self) -> int:
         """What the virtual user would say right now, 0-10."""
-        self.firmware.tick(self.clock.now())
+        self._dispatch(self.firmware.tick(self.clock.now()))  # what falls due is still sent
         return self.foot.rate(self.firmware.vibration(), self.clock.now())
 
     # -- internals -----------------------------------------------------------------------

@@ -16,18 +16,9 @@ from firmware_bridge.device import LinkState, MassagerLink, ReconnectPolicy, Sto
 from firmware_bridge.errors import DeviceRejectedError, SafetyLimitError
 from firmware_bridge.protocol import FrameType, Stop
 from sim.firmware import FaultPlan
-from tests.rigs import Rig, open_rig
+from tests.rigs import Rig, open_rig, until
 
 pytestmark = pytest.mark.sim_only
-
-
-async def wait_for(predicate: object, within: float = 3.0) -> None:
-    """Poll `predicate()` until true; fail the test after `within` real seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.002)
 
 
 async def ramp(link: MassagerLink, top: int = 15, step_s: float = 0.02) -> None:
@@ -58,7 +49,7 @@ async def test_levels_reach_the_motors_and_acks_become_applied_state(rig: Rig) -
     async with rig.link() as link:
         await link.start()
         link.set_levels((4, 5, 6))
-        await wait_for(lambda: link.applied == (4, 5, 6))
+        await until(lambda: link.applied == (4, 5, 6))
         assert rig.firmware.levels == (4, 5, 6)
     assert rig.firmware.levels == (0, 0, 0)  # leaving the block wrote zero
 
@@ -68,7 +59,7 @@ async def test_updates_are_coalesced_latest_wins(rig: Rig) -> None:
         await link.start()
         for level in range(1, 16):
             link.set_levels((level,) * 3)  # no await in between: only the last matters
-        await wait_for(lambda: link.applied == (15, 15, 15))
+        await until(lambda: link.applied == (15, 15, 15))
         intensity_frames = received_types(rig).count(FrameType.SET_INTENSITY)
         assert intensity_frames <= 2
 
@@ -77,7 +68,7 @@ async def test_stop_reaches_zero_while_a_ramp_is_in_flight(rig: Rig) -> None:
     async with rig.link() as link:
         await link.start()
         ramping = asyncio.create_task(ramp(link))
-        await wait_for(lambda: rig.firmware.levels[0] >= 5)
+        await until(lambda: rig.firmware.levels[0] >= 5)
         requested = rig.clock.now()
         result = await link.stop()
         assert result.confirmed
@@ -98,7 +89,7 @@ async def test_stop_is_idempotent_and_the_latch_holds_until_start(rig: Rig) -> N
     async with rig.link() as link:
         await link.start()
         link.set_levels((3, 3, 3))
-        await wait_for(lambda: link.applied == (3, 3, 3))
+        await until(lambda: link.applied == (3, 3, 3))
         first = await link.stop(StopReason.REMOTE_STOP)
         second = await link.stop(StopReason.USER_STOP)
         assert first.confirmed
@@ -108,7 +99,7 @@ async def test_stop_is_idempotent_and_the_latch_holds_until_start(rig: Rig) -> N
             link.set_levels((1, 1, 1))
         await link.start()
         link.set_levels((1, 1, 1))
-        await wait_for(lambda: rig.firmware.levels == (1, 1, 1))
+        await until(lambda: rig.firmware.levels == (1, 1, 1))
 
 
 async def test_stop_before_start_and_zero_is_always_allowed(rig: Rig) -> None:
@@ -147,7 +138,7 @@ async def test_cancelled_controller_task_leaves_the_motors_at_zero(rig: Rig) -> 
             await ramp(link)
 
     task = asyncio.create_task(session())
-    await wait_for(lambda: rig.firmware.levels[0] >= 5)
+    await until(lambda: rig.firmware.levels[0] >= 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -160,12 +151,12 @@ async def test_killed_controller_leaves_the_motors_at_zero_within_the_watchdog(r
     await link.connect()
     await link.start()
     link.set_levels((8, 8, 8))
-    await wait_for(lambda: rig.firmware.levels == (8, 8, 8))
+    await until(lambda: rig.firmware.levels == (8, 8, 8))
     # Kill the controller without any cleanup: its tasks die, nothing more is written.
     for task in list(link._tasks):
         task.cancel()
     killed = max(r.t for r in rig.firmware.received)
-    await wait_for(lambda: rig.firmware.levels == (0, 0, 0), within=3.0)
+    await until(lambda: rig.firmware.levels == (0, 0, 0), within=3.0)
     zeroed = rig.firmware.applied[-1]
     assert zeroed.cause == "watchdog"
     assert zeroed.t - killed <= 1.5 + 0.01
@@ -178,14 +169,14 @@ async def test_stalled_controller_loop_leaves_the_motors_at_zero_within_the_watc
     async with rig.link() as link:
         await link.start()
         link.set_levels((8, 8, 8))
-        await wait_for(lambda: rig.firmware.levels == (8, 8, 8))
+        await until(lambda: rig.firmware.levels == (8, 8, 8))
         last_frame = max(r.t for r in rig.firmware.received)
         time.sleep(2.0)  # noqa: ASYNC251 - the point: the whole loop stalls, heartbeats stop
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
         zeroed = next(r for r in rig.firmware.applied if r.cause == "watchdog")
         assert zeroed.t - last_frame == pytest.approx(1.5, abs=0.01)
         # The device's fault report latches the controller: nothing resumes on its own.
-        await wait_for(lambda: link.latched)
+        await until(lambda: link.latched)
         assert link.stop_reason == StopReason.FAULT
         await asyncio.sleep(0.2)
         assert all(not any(r.levels) for r in rig.applied_after(zeroed.t))
@@ -195,14 +186,14 @@ async def test_link_loss_latches_reconnects_and_sends_zero_first(rig: Rig) -> No
     async with rig.link(reconnect=ReconnectPolicy(first_backoff_s=0.05)) as link:
         await link.start()
         ramping = asyncio.create_task(ramp(link))
-        await wait_for(lambda: rig.firmware.levels[0] >= 5)
+        await until(lambda: rig.firmware.levels[0] >= 5)
         lost_at = rig.clock.now()
         received_before = len(rig.firmware.received)
         rig.massager.drop_link()
-        await wait_for(lambda: link.state == LinkState.LINK_LOST or "reconnected" in rig.kinds())
+        await until(lambda: link.state == LinkState.LINK_LOST or "reconnected" in rig.kinds())
         assert link.latched
         assert link.stop_reason == StopReason.LINK_LOST
-        await wait_for(lambda: "reconnected" in rig.kinds())
+        await until(lambda: "reconnected" in rig.kinds())
         after = rig.firmware.received[received_before:]
         assert after[0].frame is not None
         assert after[0].frame.message == Stop()  # first frame after reconnect is zero
@@ -225,14 +216,14 @@ async def test_out_of_range_reconnect_is_bounded(tier: str) -> None:
         async with rig.link(reconnect=policy) as link:
             await link.start()
             link.set_levels((5, 5, 5))
-            await wait_for(lambda: rig.firmware.levels == (5, 5, 5))
+            await until(lambda: rig.firmware.levels == (5, 5, 5))
             rig.out_of_range()
-            await wait_for(lambda: "reconnect_failed" in rig.kinds(), within=20)
+            await until(lambda: "reconnect_failed" in rig.kinds(), within=20)
             assert rig.kinds().count("reconnecting") == 3
             assert link.state == LinkState.DISCONNECTED
             assert link.latched
             # Out of reach, the device's own watchdog took the output to zero.
-            await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+            await until(lambda: rig.firmware.levels == (0, 0, 0))
             assert rig.firmware.applied[-1].cause == "watchdog"
 
 
@@ -263,10 +254,10 @@ async def test_repeated_malformed_frames_are_a_fault_stop(tier: str) -> None:
     async with open_rig(tier, plan=FaultPlan(garble_notify=0.0)) as rig, rig.link() as link:
         await link.start()
         link.set_levels((3, 3, 3))
-        await wait_for(lambda: rig.firmware.levels == (3, 3, 3))
+        await until(lambda: rig.firmware.levels == (3, 3, 3))
         rig.firmware.plan.garble_notify = 1.0  # from now on every notification is garbled
-        await wait_for(lambda: link.stop_reason == StopReason.FAULT, within=5)
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: link.stop_reason == StopReason.FAULT, within=5)
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
         assert link.malformed_frames >= link.limits.malformed_limit
 
 
@@ -275,7 +266,7 @@ async def test_a_nack_is_surfaced(tier: str) -> None:
     async with open_rig(tier, plan=plan) as rig, rig.link() as link:
         await link.start()
         link.set_levels((2, 2, 2))
-        await wait_for(lambda: link.nacks >= 1)
+        await until(lambda: link.nacks >= 1)
         nack = next(e for e in rig.events if e.kind == "nack")
         assert nack.detail == {"frame_type": "SET_INTENSITY", "code": "BUSY"}
         assert rig.firmware.levels == (0, 0, 0)
@@ -285,9 +276,9 @@ async def test_device_button_is_a_latched_stop(rig: Rig) -> None:
     async with rig.link() as link:
         await link.start()
         link.set_levels((6, 6, 6))
-        await wait_for(lambda: rig.firmware.levels == (6, 6, 6))
+        await until(lambda: rig.firmware.levels == (6, 6, 6))
         rig.massager.press_button()
-        await wait_for(lambda: link.stop_reason == StopReason.DEVICE_BUTTON)
+        await until(lambda: link.stop_reason == StopReason.DEVICE_BUTTON)
         assert rig.firmware.levels == (0, 0, 0)
         with pytest.raises(SafetyLimitError):
             link.set_levels((6, 6, 6))
@@ -302,7 +293,7 @@ async def test_device_without_watchdog_is_flagged_and_limited(tier: str) -> None
             with pytest.raises(SafetyLimitError):
                 link.set_levels((9, 0, 0))
             link.set_levels((8, 0, 0))
-            await wait_for(lambda: rig.firmware.levels == (8, 0, 0))
+            await until(lambda: rig.firmware.levels == (8, 0, 0))
         limit = next(e for e in rig.events if e.kind == "limit")
         assert limit.detail["failsafe"] == "none"
 
@@ -319,23 +310,23 @@ async def test_device_conditions_latch_a_stop(rig: Rig, setup: object, reason: S
     async with rig.link() as link:
         await link.start()
         link.set_levels((5, 5, 5))
-        await wait_for(lambda: rig.firmware.levels == (5, 5, 5))
+        await until(lambda: rig.firmware.levels == (5, 5, 5))
         setup(rig.firmware)  # type: ignore[operator]
-        await wait_for(lambda: link.stop_reason == reason)
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: link.stop_reason == reason)
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
 
 
 async def test_out_of_range_ack_is_a_fault_stop(rig: Rig) -> None:
     async with rig.link() as link:
         await link.start()
         link.set_levels((5, 5, 5))
-        await wait_for(lambda: rig.firmware.levels == (5, 5, 5))
+        await until(lambda: rig.firmware.levels == (5, 5, 5))
         rig.firmware.levels = (25, 5, 5)  # firmware bug: reports more than its maximum
-        await wait_for(lambda: link.stop_reason == StopReason.FAULT)
-        await wait_for(lambda: "stop" in rig.kinds())  # announced once zero is written
+        await until(lambda: link.stop_reason == StopReason.FAULT)
+        await until(lambda: "stop" in rig.kinds())  # announced once zero is written
         fault = next(e for e in rig.events if e.kind == "stop")
         assert fault.detail["problem"] == "out-of-range status"
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
 
 
 async def test_cancel_mid_slow_write_still_zeroes(tier: str) -> None:
@@ -348,7 +339,7 @@ async def test_cancel_mid_slow_write_still_zeroes(tier: str) -> None:
                 await asyncio.sleep(10)
 
         task = asyncio.create_task(session())
-        await wait_for(lambda: FrameType.SET_INTENSITY in received_types(rig), within=5)
+        await until(lambda: FrameType.SET_INTENSITY in received_types(rig), within=5)
         await asyncio.sleep(0.05)  # the next write is in flight inside the slow device
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -366,13 +357,13 @@ async def test_cancel_mid_reconnect_leaves_zero(tier: str) -> None:
                 await asyncio.sleep(10)
 
         task = asyncio.create_task(session())
-        await wait_for(lambda: rig.firmware.levels == (7, 7, 7))
+        await until(lambda: rig.firmware.levels == (7, 7, 7))
         rig.massager.drop_link()
         await asyncio.sleep(0.1)  # now in the reconnect backoff
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0), within=3)
+        await until(lambda: rig.firmware.levels == (0, 0, 0), within=3)
         assert rig.firmware.applied[-1].cause == "watchdog"
 
 
@@ -382,13 +373,13 @@ async def test_speed_scales_every_timer_on_both_ends(tier: str) -> None:
         await link.connect()
         await link.start()
         link.set_levels((3, 3, 3))
-        await wait_for(lambda: rig.firmware.levels == (3, 3, 3))
+        await until(lambda: rig.firmware.levels == (3, 3, 3))
         await asyncio.sleep(0.2)  # 4 session-seconds: heartbeats (every 0.5 s) keep it alive
         assert rig.firmware.levels == (3, 3, 3)
         for task in list(link._tasks):
             task.cancel()
         real_start = time.monotonic()
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
         assert time.monotonic() - real_start < 0.5  # 1.5 session-seconds at 20x is 75 ms
         await rig.transport.disconnect()
 
@@ -413,7 +404,7 @@ async def test_a_stop_that_overtakes_an_in_flight_write_still_has_the_last_word(
         assert (await link.stop()).confirmed
         await asyncio.sleep(0.1)  # the stale SET_INTENSITY lands after the STOP ...
         assert any(r.levels == (9, 9, 9) for r in rig.firmware.applied)
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))  # ... and is zeroed again
+        await until(lambda: rig.firmware.levels == (0, 0, 0))  # ... and is zeroed again
         assert rig.firmware.applied[-1].cause == "stop"  # by us, not left to the watchdog
         sent_after = len(rig.firmware.received)
         await asyncio.sleep(1.0)
@@ -452,7 +443,7 @@ async def test_zero_is_written_before_listeners_hear_of_the_stop(rig: Rig) -> No
         link.listeners.append(listener)
         await link.start()
         link.set_levels((6, 6, 6))
-        await wait_for(lambda: rig.firmware.levels == (6, 6, 6))
+        await until(lambda: rig.firmware.levels == (6, 6, 6))
         await link.stop()
     assert seen == [(0, 0, 0)]
 
@@ -464,22 +455,22 @@ async def test_a_failing_listener_does_not_hide_a_device_fault(rig: Rig) -> None
     async with rig.link() as link:
         await link.start()
         link.set_levels((6, 6, 6))
-        await wait_for(lambda: rig.firmware.levels == (6, 6, 6))
+        await until(lambda: rig.firmware.levels == (6, 6, 6))
         link.listeners.append(broken)
         rig.massager.press_button()
-        await wait_for(lambda: link.latched)
+        await until(lambda: link.latched)
         assert link.stop_reason == StopReason.DEVICE_BUTTON
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
 
 
 async def test_out_of_range_report_on_a_device_without_watchdog_is_a_fault(tier: str) -> None:
     async with open_rig(tier, plan=FaultPlan(no_watchdog=True)) as rig, rig.link() as link:
         await link.start()
         link.set_levels((4, 4, 4))
-        await wait_for(lambda: rig.firmware.levels == (4, 4, 4))
+        await until(lambda: rig.firmware.levels == (4, 4, 4))
         rig.firmware.levels = (10, 4, 4)  # above the 40 % this link allows for such a device
-        await wait_for(lambda: link.stop_reason == StopReason.FAULT)
-        await wait_for(lambda: rig.firmware.levels == (0, 0, 0))
+        await until(lambda: link.stop_reason == StopReason.FAULT)
+        await until(lambda: rig.firmware.levels == (0, 0, 0))
 
 
 async def test_a_refused_hello_is_reported_not_swallowed() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from profiles.loader import load_builtin
 from profiles.model import Profile, Steady
 from sim.firmware import MAX_LEVEL, FaultPlan
 from sim.foot import Foot
-from tests.rigs import Rig, open_rig
+from tests.rigs import Rig, open_rig, until
 
 pytestmark = pytest.mark.sim_only
 
@@ -37,14 +36,6 @@ def steady(level: float = 1.0, seconds: float = 60, cool: float = 30) -> Profile
             ],
         }
     )
-
-
-async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.005)
 
 
 async def play(

@@ -35,7 +35,7 @@ from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
 from profiles.model import Profile
 from tests.brokers import Mosquitto
-from tests.rigs import Rig, open_rig
+from tests.rigs import Rig, open_rig, until
 
 pytestmark = pytest.mark.sim_only
 
@@ -107,14 +107,6 @@ async def send(
 ) -> None:
     async with make_client(settings, identifier=f"test-sender-{time.monotonic_ns()}") as client:
         await client.publish(topic, payload, qos=1, retain=retain)
-
-
-async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
