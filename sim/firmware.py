@@ -101,6 +101,8 @@ class FaultPlan:
     disconnect_at_s: float | None = None  # peripheral drops the link at this device time
     reboot_at_s: float | None = None  # the device reboots (forgets everything, drops the link)
     no_watchdog: bool = False  # firmware without a dead-man watchdog (must be flagged)
+    mute_at_s: float | None = None  # from this device time on nothing is notified (a hung
+    # radio task): writes are still obeyed, but no STATUS, ACK or FAULT comes back
     seed: int = 0
 
 
@@ -112,6 +114,9 @@ class ReceivedFrame:
     raw: bytes
     frame: Frame | None
     error: str | None
+    # True: ATT Write Request (acknowledged by the ATT layer); False: Write Command (no
+    # response); None: the host could not tell.
+    with_response: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,18 +218,18 @@ class Firmware:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def receive(self, raw: bytes, now: float) -> list[Action]:
-        """Handle one write to the control characteristic."""
+    def receive(self, raw: bytes, now: float, *, with_response: bool | None = None) -> list[Action]:
+        """Handle one write to the control characteristic (`with_response`: its ATT kind)."""
         actions = self._advance(now)
         try:
             frame = decode(raw)
         except ProtocolError as exc:
-            self.received.append(ReceivedFrame(now, bytes(raw), None, str(exc)))
+            self.received.append(ReceivedFrame(now, bytes(raw), None, str(exc), with_response))
             seq = raw[1] if len(raw) > 1 else 0
             frame_type = raw[2] if len(raw) > 2 else 0
             actions += self._emit(Nack(seq, frame_type, _classify(raw), self.levels), now)
             return actions
-        self.received.append(ReceivedFrame(now, bytes(raw), frame, None))
+        self.received.append(ReceivedFrame(now, bytes(raw), frame, None, with_response))
         self._last_valid_frame = now  # any valid frame feeds the dead-man watchdog
         actions += self._handle(frame, now)
         return actions
@@ -378,6 +383,8 @@ class Firmware:
         self.notified.append((now, message))
         data = encode(message, self._seq)
         self._seq = (self._seq + 1) & 0xFF
+        if self.plan.mute_at_s is not None and now >= self.plan.mute_at_s:
+            return []
         if self.plan.drop_notify and self._rng.random() < self.plan.drop_notify:
             return []
         if self.plan.garble_notify and self._rng.random() < self.plan.garble_notify:
@@ -396,4 +403,4 @@ def _classify(raw: bytes) -> ErrorCode:
         return ErrorCode.BAD_VERSION
     if raw[2] not in FrameType._value2member_map_:
         return ErrorCode.UNKNOWN_TYPE
-    return ErrorCode.BAD_LENGTH
+    return ErrorCode.BAD_LENGTH  # the payload size is wrong for the type (or a field in it)

@@ -1,7 +1,8 @@
 """Frame codec: messages as frozen dataclasses, `encode` to ≤ 20 bytes, `decode` back.
 
 Layout: version (u8) | sequence (u8) | type (u8) | payload length (u8) | payload | CRC-16 (u16 BE)
-over everything before it. Multi-byte fields are big-endian. Pure: no I/O, no clock.
+over everything before it. Multi-byte fields are big-endian. Each message type declares its
+payload size (`PAYLOAD_SIZE`) and `decode` refuses any other. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -44,10 +45,32 @@ def _check_u16(value: int, what: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadSize:
+    """A frame type's payload size: `fixed` bytes, plus one level byte per zone if `per_zone`."""
+
+    fixed: int
+    per_zone: bool = False
+
+    @property
+    def allowed(self) -> range:
+        """Every payload size this type may carry (one per zone count, 1-MAX_ZONES)."""
+        if self.per_zone:
+            return range(self.fixed + 1, self.fixed + MAX_ZONES + 1)
+        return range(self.fixed, self.fixed + 1)
+
+    def __str__(self) -> str:
+        if not self.per_zone:
+            return str(self.fixed)
+        sizes = f"({self.allowed.start}-{self.allowed.stop - 1})"
+        return f"zones {sizes}" if not self.fixed else f"{self.fixed} + zones {sizes}"
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
     """Controller → device: start a session handshake; the device answers CAPABILITIES."""
 
     TYPE: ClassVar[FrameType] = FrameType.HELLO
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(1)
     protocol_version: int = PROTOCOL_VERSION
 
     def payload(self) -> bytes:
@@ -64,6 +87,7 @@ class SetIntensity:
     """Controller → device: drive level per zone (0 = off .. device's max level)."""
 
     TYPE: ClassVar[FrameType] = FrameType.SET_INTENSITY
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(0, per_zone=True)  # a level per zone
     levels: tuple[int, ...]
 
     def payload(self) -> bytes:
@@ -82,6 +106,7 @@ class Stop:
     """Controller → device: zero every zone now; the device acks with the applied levels."""
 
     TYPE: ClassVar[FrameType] = FrameType.STOP
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(0)
 
     def payload(self) -> bytes:
         return b""
@@ -96,6 +121,7 @@ class Heartbeat:
     """Controller → device: keeps the dead-man watchdog from zeroing output."""
 
     TYPE: ClassVar[FrameType] = FrameType.HEARTBEAT
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(0)
 
     def payload(self) -> bytes:
         return b""
@@ -110,6 +136,7 @@ class SetWatchdog:
     """Controller → device: dead-man watchdog period in milliseconds."""
 
     TYPE: ClassVar[FrameType] = FrameType.SET_WATCHDOG
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(2)
     ms: int
 
     def payload(self) -> bytes:
@@ -126,6 +153,7 @@ class SetTimer:
     """Controller → device: on-device session timer in seconds (0 = off)."""
 
     TYPE: ClassVar[FrameType] = FrameType.SET_TIMER
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(2)
     seconds: int
 
     def payload(self) -> bytes:
@@ -142,6 +170,7 @@ class QueryStatus:
     """Controller → device: ask for a STATUS frame now."""
 
     TYPE: ClassVar[FrameType] = FrameType.QUERY_STATUS
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(0)
 
     def payload(self) -> bytes:
         return b""
@@ -157,6 +186,7 @@ class Capabilities:
 
     TYPE: ClassVar[FrameType] = FrameType.CAPABILITIES
     _FORMAT: ClassVar[str] = ">HBBBBBBH"
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(struct.calcsize(_FORMAT))
     model: int
     firmware: tuple[int, int, int]
     zones: int
@@ -216,6 +246,7 @@ class Ack:
     """Device → controller: command `acked_seq` was applied; `levels` is what the motors got."""
 
     TYPE: ClassVar[FrameType] = FrameType.ACK
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(2, per_zone=True)  # seq, type, levels
     acked_seq: int
     acked_type: int
     levels: tuple[int, ...]
@@ -226,8 +257,6 @@ class Ack:
 
     @classmethod
     def parse(cls, payload: bytes) -> Ack:
-        if len(payload) < 3:
-            raise ProtocolError(f"ACK: payload of {len(payload)} bytes is too short")
         levels = tuple(payload[2:])
         _check_levels(levels, "ACK")
         return cls(payload[0], payload[1], levels)
@@ -238,6 +267,7 @@ class Nack:
     """Device → controller: command `acked_seq` was refused with `code`; `levels` still apply."""
 
     TYPE: ClassVar[FrameType] = FrameType.NACK
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(3, per_zone=True)  # + error code
     acked_seq: int
     acked_type: int
     code: ErrorCode
@@ -249,8 +279,6 @@ class Nack:
 
     @classmethod
     def parse(cls, payload: bytes) -> Nack:
-        if len(payload) < 4:
-            raise ProtocolError(f"NACK: payload of {len(payload)} bytes is too short")
         try:
             code = ErrorCode(payload[2])
         except ValueError as exc:
@@ -265,6 +293,7 @@ class Status:
     """Device → controller, periodic: applied levels, battery %, contact temperature, faults."""
 
     TYPE: ClassVar[FrameType] = FrameType.STATUS
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(4, per_zone=True)  # levels + 4 bytes
     levels: tuple[int, ...]
     battery_pct: int
     temperature_c: float  # carried as signed tenths of a degree
@@ -283,8 +312,6 @@ class Status:
 
     @classmethod
     def parse(cls, payload: bytes) -> Status:
-        if len(payload) < 5:
-            raise ProtocolError(f"STATUS: payload of {len(payload)} bytes is too short")
         levels = tuple(payload[:-4])
         _check_levels(levels, "STATUS")
         battery, decidegrees, faults = struct.unpack(">BhB", payload[-4:])
@@ -298,6 +325,7 @@ class ButtonPress:
     """Device → controller: a button on the device was pressed (the device already acted)."""
 
     TYPE: ClassVar[FrameType] = FrameType.BUTTON
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(1)
     button: Button = Button.STOP
 
     def payload(self) -> bytes:
@@ -317,6 +345,7 @@ class Fault:
     """Device → controller: something stopped or limited output; `detail` is code-specific."""
 
     TYPE: ClassVar[FrameType] = FrameType.FAULT
+    PAYLOAD_SIZE: ClassVar[PayloadSize] = PayloadSize(2)
     code: FaultCode
     detail: int = 0
 
@@ -401,8 +430,15 @@ def decode(data: bytes | bytearray | memoryview) -> Frame:
     parser = _PARSERS.get(type_code)
     if parser is None:
         raise ProtocolError(f"unknown frame type 0x{type_code:02x}")
+    if length not in parser.PAYLOAD_SIZE.allowed:
+        # Checked before `parse`: a STOP or HEARTBEAT with stray bytes is not one (S4's
+        # watchdog must not be fed by a frame the device would refuse).
+        unit = "byte" if length == 1 else "bytes"
+        raise ProtocolError(
+            f"{parser.TYPE.name}: payload of {length} {unit}, must be {parser.PAYLOAD_SIZE}"
+        )
     try:
         message = parser.parse(raw[HEADER_SIZE:-CRC_SIZE])
-    except (ValueError, struct.error) as exc:  # wrong payload size for the type
-        raise ProtocolError(f"{FrameType(type_code).name}: malformed payload: {exc}") from exc
+    except (ValueError, struct.error) as exc:  # defence in depth: the size was checked above
+        raise ProtocolError(f"{parser.TYPE.name}: malformed payload: {exc}") from exc
     return Frame(seq, message)

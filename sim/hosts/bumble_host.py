@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
 from bumble import att, core, data_types, gatt, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
+from bumble.gatt_server import Server
 from bumble.transport import open_transport
 
 from firmware_bridge.protocol import CONTROL_CHAR_UUID, SERVICE_UUID, TELEMETRY_CHAR_UUID, encode
@@ -31,6 +33,13 @@ JOB_TIMEOUT_S = 2.0  # a notify/disconnect that takes longer is stuck (bumble ca
 POWER_OFF_REASON = hci.HCI_ErrorCode.REMOTE_DEVICE_TERMINATED_CONNECTION_DUE_TO_POWER_OFF_ERROR
 
 _Job = Callable[[], Awaitable[None]]
+_Handler = Callable[..., object]
+
+# Which ATT PDU carried the control write being handled: True for a Write Request, False for a
+# Write Command, None when the server was not tagged (see `_tag_write_kinds`).
+_WRITE_WITH_RESPONSE: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "write_with_response", default=None
+)
 
 
 class BumbleMassagerHost:
@@ -55,6 +64,7 @@ class BumbleMassagerHost:
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()  # notifications/disconnects, in order
         self._worker: asyncio.Task[None] | None = None
         self._services_added = False
+        self._write_kinds_tagged = False
         self.control: gatt.Characteristic[bytes] = gatt.Characteristic(
             UUID(CONTROL_CHAR_UUID),
             gatt.Characteristic.Properties.WRITE
@@ -92,6 +102,9 @@ class BumbleMassagerHost:
                 ]
             )
             self._services_added = True
+        if not self._write_kinds_tagged:
+            _tag_write_kinds(self.device.gatt_server)
+            self._write_kinds_tagged = True
         self.device.on(Device.EVENT_CONNECTION, self._on_connection)
         self.massager.on_notify = self._queue_notify
         self.massager.on_battery = self._queue_battery
@@ -160,9 +173,10 @@ class BumbleMassagerHost:
     # -- GATT callbacks: only ever raise att.ATT_Error (anything else means no ATT response) --
 
     async def _on_control_write(self, connection: Connection, value: bytes) -> None:
+        with_response = _WRITE_WITH_RESPONSE.get()  # set in this task's context by the server
         slow = self.massager.plan.slow_write_s
         if not slow and not self._write_order.locked():
-            self._deliver(connection, value)
+            self._deliver(connection, value, with_response)
             return
         # bumble runs each write in its own task, in arrival order; the FIFO lock keeps that
         # order while the device is slow to accept.
@@ -173,16 +187,16 @@ class BumbleMassagerHost:
             async with self._write_order:
                 if slow:
                     await self.massager.clock.sleep(slow)
-                self._deliver(connection, value)
+                self._deliver(connection, value, with_response)
         finally:
             if task is not None:
                 self._slow_writes.discard(task)
 
-    def _deliver(self, connection: Connection, value: bytes) -> None:
+    def _deliver(self, connection: Connection, value: bytes, with_response: bool | None) -> None:
         if connection is not self.connection:
             return
         try:
-            self.massager.write(bytes(value))
+            self.massager.write(bytes(value), with_response=with_response)
         except Exception as exc:
             _LOGGER.exception("%s: simulated firmware failed on a write", self.address)
             raise att.ATT_Error(att.ATT_UNLIKELY_ERROR_ERROR) from exc
@@ -255,6 +269,29 @@ class BumbleMassagerHost:
         short = name.encode()[:room].decode(errors="ignore")
         adv = AdvertisingData([*head, data_types.ShortenedLocalName(short)])
         return bytes(adv), bytes(AdvertisingData([data_types.CompleteLocalName(name)]))
+
+
+def _tag_write_kinds(server: Server) -> None:
+    """Let write callbacks tell a Write Request from a Write Command (bumble gives both alike).
+
+    bumble's server looks its ATT handlers up by name on the instance, and each write handler
+    spawns a task that copies the current context and awaits the characteristic's write
+    callback in it; so a context variable set around the handler call reaches the callback.
+    A bumble that queued the work instead would leave it unset: recorded as "could not tell".
+    """
+    for name, with_response in (("on_att_write_request", True), ("on_att_write_command", False)):
+        setattr(server, name, _tagged(getattr(server, name), with_response))
+
+
+def _tagged(handler: _Handler, with_response: bool) -> _Handler:
+    def tagged(*args: object) -> object:
+        token = _WRITE_WITH_RESPONSE.set(with_response)
+        try:
+            return handler(*args)
+        finally:
+            _WRITE_WITH_RESPONSE.reset(token)
+
+    return tagged
 
 
 def _not_readable(_connection: Connection) -> bytes:

@@ -174,9 +174,9 @@ class InMemoryBleakClient(BaseBleakClient):
                 if slow:
                     await massager.clock.sleep(slow)
                 self._require_connected()
-                massager.write(payload)
+                massager.write(payload, with_response=response)
         else:
-            massager.write(payload)
+            massager.write(payload, with_response=response)
 
     async def write_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, data: SizedBuffer

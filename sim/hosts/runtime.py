@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 
 from firmware_bridge.protocol import ScaledClock
@@ -30,7 +31,19 @@ MIN_REAL_WATCHDOG_S = 0.25  # faster than real time, the watchdog still allows t
 # time: a loaded two-core CI machine can stall the loop for tens of ms, which must not read as
 # a dead controller at --speed 120 (at 1x, the default, the firmware's 1.5 s applies exactly)
 DEFAULT_NAME = "FootMassager-SIM"
-DEFAULT_ADDRESS = "F0:0D:00:00:00:01"
+
+
+def random_static_address() -> str:
+    """A BLE static random address (top two bits set), different for every simulated device.
+
+    Two `massager run --sim` sessions on one broker must not share a device id, which is
+    derived from the address.
+    """
+    while True:
+        value = secrets.randbits(46)
+        if 0 < value < (1 << 46) - 1:  # all-zero and all-one random parts are reserved
+            raw = (0b11 << 46 | value).to_bytes(6, "big")
+            return ":".join(f"{byte:02X}" for byte in raw)
 
 
 class SimulatedMassager:
@@ -40,14 +53,14 @@ class SimulatedMassager:
         self,
         *,
         name: str = DEFAULT_NAME,
-        address: str = DEFAULT_ADDRESS,
+        address: str | None = None,
         firmware: Firmware | None = None,
         plan: FaultPlan | None = None,
         foot: Foot | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.name = name
-        self.address = address
+        self.address = address or random_static_address()
         self.firmware = firmware or Firmware(plan=plan or FaultPlan())
         self.foot = foot or Foot()
         self.clock: Clock = clock or ScaledClock()
@@ -105,9 +118,14 @@ class SimulatedMassager:
 
     # -- inputs from the host --------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """A write to the control characteristic arrived (after any slow-write delay)."""
-        self._dispatch(self.firmware.receive(bytes(data), self.clock.now()))
+    def write(self, data: bytes, *, with_response: bool | None = None) -> None:
+        """A write to the control characteristic arrived (after any slow-write delay).
+
+        `with_response`: True for an ATT Write Request, False for a Write Command, None if the
+        host cannot tell; the firmware records it with the frame.
+        """
+        now = self.clock.now()
+        self._dispatch(self.firmware.receive(bytes(data), now, with_response=with_response))
         self._wake.set()
 
     def press_button(self) -> None:

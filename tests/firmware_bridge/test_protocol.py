@@ -103,18 +103,117 @@ def _with_crc(body_hex: str) -> bytes:
         (bytes.fromhex("0107030022b8"), "CRC mismatch"),
         (_with_crc("02070300"), "protocol version 2"),
         (_with_crc("01077f00"), "unknown frame type"),
-        (_with_crc("01000100"), "HELLO: malformed payload"),
+        (_with_crc("01000100"), "HELLO: payload of 0 bytes, must be 1"),
         (_with_crc("0100850107"), "unknown button"),
         (_with_crc("010086020900"), "unknown fault code"),
         (_with_crc("0100830401021900"), "unknown error code"),
-        (_with_crc("0100840401020304"), "too short"),
-        (_with_crc("01008402ff02"), "too short"),
+        (_with_crc("0100840401020304"), r"STATUS: payload of 4 bytes, must be 4 \+ zones \(5-12\)"),
+        (_with_crc("01008402ff02"), "STATUS: payload of 2 bytes"),
         (_with_crc("010084050065000000"), "battery 101"),
     ],
 )
 def test_malformed_frames_raise_protocol_error(wire: bytes, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
         decode(wire)
+
+
+def _exactly(size: int) -> range:
+    return range(size, size + 1)
+
+
+def _per_zone(fixed: int) -> range:
+    return range(fixed + 1, fixed + 8 + 1)  # one level byte per zone, 1-8 zones
+
+
+# The payload size each type must carry (docs/protocol.md), written out independently of the
+# codec: fixed-size types have one size, zone-carrying types one size per zone count.
+PAYLOAD_SIZES: dict[FrameType, range] = {
+    FrameType.HELLO: _exactly(1),
+    FrameType.SET_INTENSITY: _per_zone(0),
+    FrameType.STOP: _exactly(0),
+    FrameType.HEARTBEAT: _exactly(0),
+    FrameType.SET_WATCHDOG: _exactly(2),
+    FrameType.SET_TIMER: _exactly(2),
+    FrameType.QUERY_STATUS: _exactly(0),
+    FrameType.CAPABILITIES: _exactly(10),
+    FrameType.ACK: _per_zone(2),
+    FrameType.NACK: _per_zone(3),
+    FrameType.STATUS: _per_zone(4),
+    FrameType.BUTTON: _exactly(1),
+    FrameType.FAULT: _exactly(2),
+}
+
+
+def _frame(frame_type: int, payload: bytes) -> bytes:
+    """A frame around `payload` with a consistent length field and a correct CRC."""
+    return _with_crc(bytes([1, 0, frame_type, len(payload)]).hex() + payload.hex())
+
+
+# One byte too many and one too few (for zone-carrying types: beyond 8 zones and below 1) on an
+# otherwise well-formed frame, so only the per-type length rule can refuse it.
+WRONG_SIZES: list[tuple[FrameType, str, str]] = [
+    (FrameType.HELLO, "0100", "HELLO: payload of 2 bytes, must be 1"),
+    (FrameType.HELLO, "", "HELLO: payload of 0 bytes, must be 1"),
+    (
+        FrameType.SET_INTENSITY,
+        "01" * 9,
+        r"SET_INTENSITY: payload of 9 bytes, must be zones \(1-8\)",
+    ),
+    (FrameType.SET_INTENSITY, "", "SET_INTENSITY: payload of 0 bytes, must be zones"),
+    (FrameType.STOP, "00", "STOP: payload of 1 byte, must be 0"),
+    (FrameType.HEARTBEAT, "00", "HEARTBEAT: payload of 1 byte, must be 0"),
+    (FrameType.SET_WATCHDOG, "05dc00", "SET_WATCHDOG: payload of 3 bytes, must be 2"),
+    (FrameType.SET_WATCHDOG, "05", "SET_WATCHDOG: payload of 1 byte, must be 2"),
+    (FrameType.SET_TIMER, "038400", "SET_TIMER: payload of 3 bytes, must be 2"),
+    (FrameType.SET_TIMER, "03", "SET_TIMER: payload of 1 byte, must be 2"),
+    (FrameType.QUERY_STATUS, "00", "QUERY_STATUS: payload of 1 byte, must be 0"),
+    (
+        FrameType.CAPABILITIES,
+        "0f0001020003140f05dc00",
+        "CAPABILITIES: payload of 11 bytes, must be 10",
+    ),
+    (FrameType.CAPABILITIES, "0f0001020003140f05", "CAPABILITIES: payload of 9 bytes, must be 10"),
+    (FrameType.ACK, "0502" + "01" * 9, r"ACK: payload of 11 bytes, must be 2 \+ zones \(3-10\)"),
+    (FrameType.ACK, "0502", r"ACK: payload of 2 bytes, must be 2 \+ zones"),
+    (FrameType.NACK, "060504" + "00" * 9, r"NACK: payload of 12 bytes, must be 3 \+ zones"),
+    (FrameType.NACK, "060504", r"NACK: payload of 3 bytes, must be 3 \+ zones \(4-11\)"),
+    (FrameType.STATUS, "00" * 9 + "57014f00", r"STATUS: payload of 13 bytes, must be 4 \+ zones"),
+    (FrameType.STATUS, "57014f00", r"STATUS: payload of 4 bytes, must be 4 \+ zones"),
+    (FrameType.BUTTON, "0100", "BUTTON: payload of 2 bytes, must be 1"),
+    (FrameType.BUTTON, "", "BUTTON: payload of 0 bytes, must be 1"),
+    (FrameType.FAULT, "040000", "FAULT: payload of 3 bytes, must be 2"),
+    (FrameType.FAULT, "04", "FAULT: payload of 1 byte, must be 2"),
+]
+
+
+def test_every_frame_type_has_wrong_size_vectors() -> None:
+    assert {frame_type for frame_type, _, _ in WRONG_SIZES} == set(FrameType)
+    assert set(PAYLOAD_SIZES) == set(FrameType)
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "payload_hex", "problem"),
+    WRONG_SIZES,
+    ids=[f"{frame_type.name}-{len(hex_) // 2}" for frame_type, hex_, _ in WRONG_SIZES],
+)
+def test_decoder_refuses_a_payload_of_the_wrong_size_for_its_type(
+    frame_type: FrameType, payload_hex: str, problem: str
+) -> None:
+    payload = bytes.fromhex(payload_hex)
+    assert len(payload) not in PAYLOAD_SIZES[frame_type]
+    with pytest.raises(ProtocolError, match=problem):
+        decode(_frame(frame_type, payload))
+
+
+@given(st.sampled_from(FrameType), st.binary(max_size=14))
+def test_only_the_payload_sizes_of_the_spec_decode(frame_type: FrameType, payload: bytes) -> None:
+    wire = _frame(frame_type, payload)
+    if len(payload) in PAYLOAD_SIZES[frame_type]:
+        with contextlib.suppress(ProtocolError):  # the size is right; a field may still be wrong
+            assert frame_type == decode(wire).message.TYPE
+    else:
+        with pytest.raises(ProtocolError, match=f"^{frame_type.name}: payload of .*, must be"):
+            decode(wire)
 
 
 @pytest.mark.parametrize(

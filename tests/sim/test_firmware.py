@@ -25,6 +25,7 @@ from firmware_bridge.protocol import (
     SetWatchdog,
     Status,
     Stop,
+    crc16,
     decode,
     encode,
 )
@@ -101,6 +102,27 @@ def test_heartbeat_feeds_the_watchdog_and_invalid_frames_do_not() -> None:
     assert fw.levels == (5, 5, 5)
     fw.tick(4.6)
     assert fw.levels == (0, 0, 0)
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + crc16(body).to_bytes(2, "big")
+
+
+def test_heartbeat_with_payload_bytes_is_nacked_and_does_not_feed_the_watchdog() -> None:
+    fw = Firmware()
+    send(fw, SetIntensity((5, 5, 5)), 0.0)
+    padded = _with_crc(bytes([1, 7, FrameType.HEARTBEAT, 2, 0, 0]))  # CRC right, length wrong
+    for t in (0.4, 0.8, 1.2, 1.45):
+        (nack,) = replies(fw.receive(padded, t))
+        assert nack == Nack(7, FrameType.HEARTBEAT, ErrorCode.BAD_LENGTH, (5, 5, 5))
+        assert fw.received[-1].frame is None
+        assert "HEARTBEAT" in (fw.received[-1].error or "")
+    fw.tick(1.49)
+    assert fw.levels == (5, 5, 5)
+    assert Fault(FaultCode.WATCHDOG_EXPIRED) in replies(fw.receive(padded, 1.55))
+    assert fw.levels == (0, 0, 0)
+    assert fw.applied[-1].cause == "watchdog"
+    assert fw.applied[-1].t == pytest.approx(1.5)  # the period after the last *valid* frame
 
 
 @pytest.mark.parametrize(
@@ -196,6 +218,9 @@ def test_temperature_rises_with_output_and_heat_and_firmware_cuts_off_at_43() ->
     [
         (b"\x01\x02", ErrorCode.BAD_LENGTH),
         (encode(Stop(), 4)[:-1] + b"\x00", ErrorCode.BAD_CRC),
+        (_with_crc(bytes([1, 4, FrameType.STOP, 1, 0])), ErrorCode.BAD_LENGTH),
+        (_with_crc(bytes([1, 4, FrameType.SET_WATCHDOG, 1, 5])), ErrorCode.BAD_LENGTH),
+        (_with_crc(bytes([1, 4, FrameType.SET_INTENSITY, 9, *[1] * 9])), ErrorCode.BAD_LENGTH),
     ],
 )
 def test_malformed_writes_are_recorded_and_nacked(raw: bytes, code: ErrorCode) -> None:
@@ -204,6 +229,15 @@ def test_malformed_writes_are_recorded_and_nacked(raw: bytes, code: ErrorCode) -
     assert isinstance(nack, Nack)
     assert nack.code == code
     assert fw.received[-1].error is not None
+
+
+@pytest.mark.parametrize("with_response", [True, False])
+def test_each_write_records_how_it_arrived(with_response: bool) -> None:
+    fw = Firmware()
+    fw.receive(encode(Stop(), 1), 0.0, with_response=with_response)
+    fw.receive(b"\x01\x02", 0.1, with_response=with_response)  # malformed ones too
+    fw.receive(encode(Stop(), 2), 0.2)  # a host that cannot tell says nothing
+    assert [r.with_response for r in fw.received] == [with_response, with_response, None]
 
 
 def test_fault_plan_nacks_chosen_commands() -> None:
