@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
+from datetime import date, time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from profiles.files import InputFileError, read_text_file
 from profiles.model import Profile
 
 MAX_PROFILE_BYTES = 256 * 1024  # a profile is a page of TOML; anything bigger is a mistake
@@ -20,6 +23,20 @@ _RANGE_ERRORS = {
     "greater_than_equal": "at least",
     "greater_than": "greater than",
 }
+_TYPE_ERRORS = {
+    "float_type": "must be a number",
+    "int_type": "must be a whole number",
+    "finite_number": "must be a finite number",
+}
+SHOWN_MAX_CHARS = 40  # characters of a string input quoted back; the line names the field anyway
+
+# Real profiles nest a few levels (profile, segments, repeat, segments, zones); tomllib recurses per
+# level and runs out of stack a few hundred down, so only a crafted file gets there. That is caught
+# as RecursionError rather than pre-checked in the text: tomllib is pure Python and keeps no state
+# between calls, so unwinding leaves nothing broken, while counting brackets correctly would mean
+# re-lexing TOML strings and comments (`label = "[[[["`). The cause keeps no traceback: a thousand
+# frames tell the person nothing and would print as thousands of lines wherever it is logged.
+NESTED_TOO_DEEPLY = "nested too deeply (arrays or tables hundreds of levels inside each other)"
 
 
 class ProfileError(ValueError):
@@ -44,23 +61,50 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "(profile)"
 
 
+def _shown(value: Any) -> str:
+    """An input value as the TOML that spelled it, short and on one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf: TOML's own spelling
+    if isinstance(value, str):  # repr escapes newlines and other line breaks: one line stays one
+        return repr(value if len(value) <= SHOWN_MAX_CHARS else value[:SHOWN_MAX_CHARS] + "...")
+    if isinstance(value, list):
+        return "an array"  # never repr a container: it may be nested hundreds deep
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, date | time):  # TOML dates and times; datetime is a date
+        return value.isoformat()
+    return repr(value)
+
+
+def _number(bound: object) -> str:
+    return f"{bound:g}" if isinstance(bound, int | float) else str(bound)
+
+
 def _problems(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
         message = error["msg"]
         if error["type"] == "union_tag_invalid":
             message = (
-                f"unknown segment kind {error['input'].get('kind')!r}"
+                f"unknown segment kind {_shown(error['input'].get('kind'))}"
                 if isinstance(error["input"], dict)
                 else message
             )
         elif error["type"] == "union_tag_not_found":
             message = "missing `kind` (steady, ramp, pulse, wave, burst, alternate, rest, repeat)"
+        elif error["type"] in _TYPE_ERRORS:
+            message = f"{_TYPE_ERRORS[error['type']]} (got {_shown(error['input'])})"
         elif error["type"] in _RANGE_ERRORS and error["loc"][-1] in _LEVEL_FIELDS:
-            message = f"must be between 0 and 1 (got {error['input']!r})"
+            message = f"must be between 0 and 1 (got {_shown(error['input'])})"
         elif error["type"] in _RANGE_ERRORS:
             bound = next(iter(error.get("ctx", {}).values()), "?")
-            message = f"must be {_RANGE_ERRORS[error['type']]} {bound} (got {error['input']!r})"
+            unit = " s" if str(error["loc"][-1]).endswith("_s") else ""
+            message = (
+                f"must be {_RANGE_ERRORS[error['type']]} {_number(bound)}{unit} "
+                f"(got {_shown(error['input'])})"
+            )
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         lines.append(f"{_location(tuple(error['loc']))}: {message[0].lower()}{message[1:]}")
@@ -70,38 +114,33 @@ def _problems(exc: ValidationError) -> list[str]:
 def parse_profile(data: dict[str, Any], source: str) -> Profile:
     """Validate already-parsed TOML data."""
     try:
-        return Profile.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(source, _problems(exc)) from exc
+        try:
+            return Profile.model_validate(data)
+        except ValidationError as exc:
+            raise ProfileError(source, _problems(exc)) from exc
+    except RecursionError as exc:  # deep Python input: validating or describing it recursed
+        raise ProfileError(source, [NESTED_TOO_DEEPLY]) from exc.with_traceback(None)
 
 
 def load_text(text: str, source: str) -> Profile:
+    """Parse and validate a profile's TOML text."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(source, [f"not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:
+        raise ProfileError(source, [NESTED_TOO_DEEPLY]) from exc.with_traceback(None)
     return parse_profile(data, source)
 
 
 def load_file(path: str | Path) -> Profile:
     """Load a profile file; every failure is a ProfileError with a one-line reason."""
     path = Path(path)
-    source = path.name
+    source = path.name if path.name.isprintable() else repr(path.name)
     try:
-        size = path.stat().st_size
-        if size > MAX_PROFILE_BYTES:
-            raise ProfileError(
-                source, [f"file is {size:,} bytes; a profile is at most {MAX_PROFILE_BYTES:,}"]
-            )
-        if not path.is_file():
-            raise ProfileError(source, ["not a regular file"])
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ProfileError(source, [f"cannot read: {exc.strerror or exc}"]) from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProfileError(source, [f"not UTF-8 text (byte {exc.start})"]) from exc
+        text = read_text_file(path, max_bytes=MAX_PROFILE_BYTES, what="a profile")
+    except InputFileError as exc:
+        raise ProfileError(source, [exc.problem]) from exc
     return load_text(text, source)
 
 

@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
 
 ZONES = ("heel", "arch", "forefoot")
 HARD_CEILING_S = 1800  # S7: no profile, flag or command can make a session longer than 30 min
 MIN_COOL_DOWN_S = 30  # every profile ends gently: at least this long at a light level
 COOL_DOWN_MAX_LEVEL = 0.4  # a cool-down segment never goes above this fraction
+
+# Shortest times a profile may ask for. The runner renders levels on a 20 Hz loop (one tick =
+# 0.05 s) and a vibration motor needs tens of ms to spin up or down, so anything shorter is never
+# felt, and tiny positive values (5e-324) overflow or turn the waveform arithmetic into NaN.
+MIN_SEGMENT_S = 0.5  # s: ten ticks; a shorter segment is a blip, not a step of a routine
+MIN_PULSE_S = 0.05  # s: one tick; a shorter on or off phase of a pulse or burst falls between ticks
+MIN_WAVE_PERIOD_S = 0.5  # s: ten ticks per cycle; a faster swell is felt as a buzz, not a wave
+MIN_SWITCH_S = 0.25  # s: five ticks per zone; faster switching blurs into all zones at once
+MIN_BURST_EVERY_S = 0.25  # s: five ticks per tap; faster taps run together into a buzz
 
 Zone = Literal["heel", "arch", "forefoot", "all"]
 
@@ -23,8 +40,12 @@ def _zones(*zones: Zone) -> list[Zone]:
     return list(zones)
 
 
-Level = Annotated[float, Field(ge=0, le=1, description="fraction of the personal ceiling")]
-Seconds = Annotated[float, Field(gt=0, le=HARD_CEILING_S)]
+# Strict: TOML has real numbers and booleans, so `true` or "0.5" is a mistake, not a number to
+# coerce; strict floats still take integers (`duration_s = 60`). nan and inf (TOML spells both)
+# are refused outright rather than left to the range checks.
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+Level = Annotated[Number, Field(ge=0, le=1, description="fraction of the personal ceiling")]
+Seconds = Annotated[Number, Field(ge=MIN_SEGMENT_S, le=HARD_CEILING_S)]
 
 
 class _Segment(BaseModel):
@@ -66,8 +87,16 @@ class Pulse(_Segment):
 
     kind: Literal["pulse"]
     level: Level
-    on_s: Annotated[float, Field(gt=0, le=60)]
-    off_s: Annotated[float, Field(ge=0, le=60)]
+    on_s: Annotated[Number, Field(ge=MIN_PULSE_S, le=60)]
+    off_s: Annotated[Number, Field(ge=0, le=60)]  # 0: no gap, the pulse plays as a steady hold
+
+    @field_validator("off_s")
+    @classmethod
+    def _gap_is_felt(cls, off_s: float) -> float:
+        # A gap shorter than a tick would be dropped on some cycles and not others.
+        if 0 < off_s < MIN_PULSE_S:
+            raise ValueError(f"must be 0 (continuous) or at least {MIN_PULSE_S} s (got {off_s!r})")
+        return off_s
 
     def peak(self) -> float:
         return self.level
@@ -79,7 +108,7 @@ class Wave(_Segment):
     kind: Literal["wave"]
     low: Level = 0.0
     high: Level
-    period_s: Annotated[float, Field(gt=0, le=600)]
+    period_s: Annotated[Number, Field(ge=MIN_WAVE_PERIOD_S, le=600)]
     shape: Literal["sine", "triangle"] = "sine"
     travel: Literal["none", "toe_to_heel", "heel_to_toe"] = "none"
 
@@ -99,8 +128,8 @@ class Burst(_Segment):
     kind: Literal["burst"]
     level: Level
     base: Level = 0.0
-    burst_s: Annotated[float, Field(gt=0, le=10)]
-    every_s: Annotated[float, Field(gt=0, le=60)]
+    burst_s: Annotated[Number, Field(ge=MIN_PULSE_S, le=10)]
+    every_s: Annotated[Number, Field(ge=MIN_BURST_EVERY_S, le=60)]
 
     @model_validator(mode="after")
     def _burst_fits(self) -> Burst:
@@ -117,7 +146,7 @@ class Alternate(_Segment):
 
     kind: Literal["alternate"]
     level: Level
-    switch_s: Annotated[float, Field(gt=0, le=120)]
+    switch_s: Annotated[Number, Field(ge=MIN_SWITCH_S, le=120)]
     zones: list[Zone] = Field(
         default_factory=lambda: _zones("heel", "arch", "forefoot"), min_length=2
     )
@@ -147,7 +176,7 @@ class Repeat(BaseModel):
 
     kind: Literal["repeat"]
     label: str = ""
-    times: Annotated[int, Field(ge=1, le=20)]
+    times: Annotated[int, Strict(), Field(ge=1, le=20)]  # strict: no `true`, "2" or 2.5
     segments: list[Segment] = Field(min_length=1)
 
 
