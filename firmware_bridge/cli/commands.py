@@ -98,18 +98,32 @@ def history_command(args: argparse.Namespace) -> int:
     sessions = history()[-max(1, args.last) :]
     if args.json:
         for entry in sessions:
-            print(json.dumps(entry))
+            print(json.dumps(entry, default=str))
         return EXIT_OK
     if not sessions:
         print(f"no sessions yet (journal: {data_dir() / 'sessions'})", file=sys.stderr)
     for entry in sessions:
-        minutes = float(entry.get("duration_s") or 0) / 60
-        peak = entry.get("max_intensity")
-        print(
-            f"{entry.get('started_at', entry['file'][:16]):25} {entry.get('profile', '?'):12} "
-            f"{minutes:5.1f} min  {entry.get('stop_reason') or 'interrupted':17} "
-            f"peak {'?' if peak is None else f'{peak:.0%}'}"
-        )
+        # Entries are whatever the files said: format defensively, one row each, never a traceback.
+        name = str(entry.get("file", "?"))
+        if "error" in entry:
+            print(f"{name[:25]:25} could not be read: {entry['error']}")
+            continue
+        started, profile = entry.get("started_at") or name[:16], entry.get("profile", "?")
+        duration, peak = entry.get("duration_s"), entry.get("max_intensity")
+        minutes = f"{duration / 60:5.1f}" if isinstance(duration, int | float) else "    ?"
+        percent = f"{peak:.0%}" if isinstance(peak, int | float) else "?"
+        if entry.get("stop_reason"):
+            outcome = str(entry["stop_reason"])
+        else:  # no stop reason: interrupted, unless the summary was written
+            outcome = "ended" if entry.get("closed") else "interrupted"
+        notes = ""
+        if entry.get("journal") == "degraded":
+            notes += f"  (journal: {entry.get('journal_lines_lost', '?')} lines lost)"
+        if isinstance(skipped := entry.get("skipped_lines"), int) and skipped:
+            notes += f"  ({skipped} unreadable lines)"
+        if entry.get("truncated"):
+            notes += "  (journal too large: read in part)"
+        print(f"{started!s:25} {profile!s:12} {minutes} min  {outcome:17} peak {percent}{notes}")
     return EXIT_OK
 
 
@@ -121,6 +135,7 @@ async def _scan(args: argparse.Namespace) -> int:
     from bleak import BleakScanner
     from bleak.exc import BleakError
 
+    from firmware_bridge.errors import MassagerError
     from firmware_bridge.protocol import SERVICE_UUID
 
     kwargs: dict[str, Any] = {"service_uuids": [SERVICE_UUID]}
@@ -135,6 +150,9 @@ async def _scan(args: argparse.Namespace) -> int:
             found = await BleakScanner.discover(timeout=args.timeout, return_adv=True, **kwargs)
     except (BleakError, OSError) as exc:
         print(f"massager: error: Bluetooth is not available: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    except MassagerError as exc:  # a --hci transport that would not open: one line
+        print(f"massager: error: {exc}", file=sys.stderr)
         return EXIT_FAULT
     if not found:
         print("no massagers found", file=sys.stderr)

@@ -5,6 +5,9 @@ event loop), so it survives a dead broker and a dead process; `pop()` advances a
 cursor once the broker accepted the event. When the outbox is full new events are not kept: they
 are counted, and the count is reported as an `events_dropped` event as soon as there is room
 again. Nothing is dropped silently.
+
+Both files are user-only (0600, in a 0700 directory). If the directory cannot be used, the
+outbox still works in memory only; a failing disk is counted by the durable writer.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.durable import writer
+from firmware_bridge.durable import private_dir, tighten, writer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,10 +36,19 @@ class Outbox:
         self._cursor: Path | None = None
         self._consumed = 0
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._path = directory / "outbox.jsonl"
-            self._cursor = directory / "outbox.cursor"
-            self._load(self._path, self._cursor)
+            path, cursor = directory / "outbox.jsonl", directory / "outbox.cursor"
+            try:
+                private_dir(directory)
+                for made_before in (path, cursor):  # by an older version: 0644
+                    if made_before.exists():
+                        tighten(made_before)
+            except OSError as exc:
+                _LOGGER.warning(
+                    "telemetry outbox: cannot use %s, keeping events in memory: %s", directory, exc
+                )
+                return
+            self._path, self._cursor = path, cursor
+            self._load(path, cursor)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -93,11 +105,18 @@ class Outbox:
         except (OSError, ValueError):
             self._consumed = 0
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_bytes().splitlines()
         except OSError:
             return
+        damaged = 0
         for line in lines[self._consumed :]:
             try:
-                self._pending.append(json.loads(line))
-            except json.JSONDecodeError:
-                _LOGGER.warning("outbox: skipping a damaged line in %s", path)
+                event = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep
+                event = None
+            if isinstance(event, dict):
+                self._pending.append(event)
+            else:
+                damaged += 1
+        if damaged:
+            _LOGGER.warning("outbox: skipped %d damaged lines in %s", damaged, path)
