@@ -16,7 +16,7 @@ import platform
 import time
 
 from bench.stats import summary
-from firmware_bridge.device import StopReason
+from firmware_bridge.device import StopReason, StopResult
 from firmware_bridge.telemetry.mqtt import make_client
 from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
@@ -32,10 +32,11 @@ async def measure(n: int, tier: str, qos: int) -> dict[str, object]:
         async with open_rig(tier) as rig, rig.link() as link:
             topics = Topics("bench")
             publisher = Publisher(broker.settings, topics)
-            stops: list[asyncio.Task[object]] = []
+            stops: list[asyncio.Task[StopResult]] = []
 
-            def stop() -> None:
+            def stop() -> asyncio.Task[StopResult]:
                 stops.append(asyncio.create_task(link.stop(StopReason.REMOTE_STOP)))
+                return stops[-1]
 
             publisher.handlers = CommandHandlers(stop=stop, discomfort=lambda _n: None)
             serving = asyncio.create_task(publisher.run())
@@ -54,7 +55,8 @@ async def measure(n: int, tier: str, qos: int) -> dict[str, object]:
                         await asyncio.sleep(0)
                     zeroed = next(r for r in rig.firmware.applied[seen:] if r.cause == "stop")
                     latencies.append(zeroed.t - sent)
-                    await stops.pop()
+                    await asyncio.gather(*stops)  # heard on both lanes: two idempotent stops
+                    stops.clear()
             await publisher.close()
             await serving
     finally:

@@ -42,3 +42,11 @@ class DeviceRejectedError(MassagerError):
         super().__init__(message)
         self.code = code
         self.frame_type = frame_type
+
+
+class DeviceIdInUseError(MassagerError):
+    """Another live controller already publishes under this device id on the broker."""
+
+    def __init__(self, message: str, *, device_id: str | None = None) -> None:
+        super().__init__(message)
+        self.device_id = device_id

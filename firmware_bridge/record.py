@@ -34,6 +34,7 @@ class Sample:
     nrs: int | None  # last 0-10 rating
     battery: int | None
     temperature_c: float | None
+    stale: bool = False  # the device's last STATUS is overdue: applied/battery/temperature lag
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ class Session:
         self.segment = ""
         self._t0 = 0.0
         self.control_lateness_s: list[float] = []  # how late each control tick ran (real s)
-        self._stop_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[StopResult] | None = None
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -77,18 +77,26 @@ class Session:
     def elapsed_s(self) -> float:
         return self.clock.now() - self._t0 if self._t0 else 0.0
 
-    async def stop(self, reason: StopReason = StopReason.USER_STOP) -> None:
-        """Stop now, from anywhere: zero goes to the device ahead of anything else."""
-        if self.governor is not None:
-            self.governor.stop(reason)
-        self._note_stop(await self.link.stop(reason))
+    async def stop(self, reason: StopReason = StopReason.USER_STOP) -> StopResult:
+        """Stop now, from anywhere: zero goes to the device ahead of anything else.
 
-    def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> None:
-        """`stop()` for synchronous callers (signal handlers, callbacks)."""
+        Returns whether the device confirmed zero; a stop on an already stopped session writes
+        zero again and is confirmed afresh.
+        """
         if self.governor is not None:
             self.governor.stop(reason)
+        result = await self.link.stop(reason)
+        self._note_stop(result)
+        return result
+
+    def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> asyncio.Task[StopResult]:
+        """`stop()` for synchronous callers (signal handlers, callbacks); await the task for
+        the device's confirmation. A stop already under way is shared, not repeated."""
+        if self.governor is not None:
+            self.governor.stop(reason)  # latched synchronously: no further tick can raise output
         if self._stop_task is None or self._stop_task.done():
             self._stop_task = asyncio.create_task(self.stop(reason), name=f"stop {reason.value}")
+        return self._stop_task
 
     def report_discomfort(self, rating: int, *, may_release: bool = True) -> Decision:
         """A 0-10 rating from the person (S6). Raises ValueError outside 0-10."""
@@ -273,6 +281,7 @@ class Session:
             nrs=governor.last_rating if governor else None,
             battery=self.link.battery_pct,
             temperature_c=self.link.temperature_c,
+            stale=self.link.stale,
         )
         self.record.samples.append(sample)
         if self.on_sample is not None:
@@ -289,5 +298,14 @@ class Session:
             reason = _LINK_STOPS.get(str(event.detail.get("reason")), StopReason.FAULT)
             if self.governor is not None:
                 self.governor.stop(reason)
-        if event.kind in {"stop", "fault", "link_lost", "reconnected", "nack", "button", "limit"}:
+        if event.kind in {
+            "stop",
+            "fault",
+            "link_lost",
+            "reconnected",
+            "nack",
+            "button",
+            "limit",
+            "device_silent",
+        }:
             self._event(event.kind, **dict(event.detail))

@@ -11,6 +11,7 @@ from typing import NoReturn
 from firmware_bridge.cli.commands import add_misc_commands
 from firmware_bridge.cli.monitor import add_monitor_commands
 from firmware_bridge.cli.run import add_run_command
+from firmware_bridge.cli.stop import add_stop_command
 
 EXIT_OK = 0
 EXIT_FAULT = 1
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)
     add_misc_commands(commands)
     add_monitor_commands(commands)
+    add_stop_command(commands)
     return parser
 
 

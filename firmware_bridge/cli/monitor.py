@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TextIO, TypeVar
 
 from firmware_bridge.cli.display import bar, mmss
+from firmware_bridge.cli.mqtt_options import add_broker_arguments, settings_from_args
 from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, make_client
 from firmware_bridge.telemetry.payloads import EventPayload, StatePayload, TelemetryPayload
 from firmware_bridge.telemetry.topics import (
-    DEFAULT_PREFIX,
     Topics,
     all_devices,
     split,
@@ -28,7 +28,6 @@ __all__ = [
     "DeviceView",
     "add_monitor_commands",
     "apply_message",
-    "online_devices",
     "render_table",
 ]
 
@@ -37,8 +36,6 @@ DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 REDRAW_S = 0.25  # the live table redraws at most 4 times a second: readable, cheap over SSH
 ONCE_MAX_S = 1.0  # --once: retained messages follow the SUBACK; never wait longer than this
 ONCE_QUIET_S = 0.3  # ... and stop early once the broker has been silent this long
-DISCOVER_MAX_S = 0.5  # stop: how long to collect retained availability to find online devices
-DISCOVER_QUIET_S = 0.2
 BACKOFF_FIRST_S = 0.5  # reconnect delay: doubles from this ...
 BACKOFF_MAX_S = 30.0  # ... up to this
 BAD = "(bad payload)"
@@ -335,50 +332,10 @@ async def _monitor(args: argparse.Namespace, settings: BrokerSettings, out: Text
     return EXIT_OK
 
 
-def online_devices(availability: Iterable[tuple[str, object]], prefix: str) -> list[str]:
-    """Device ids whose latest availability message (topic, payload) says `online`."""
-    online: dict[str, bool] = {}
-    for topic, payload in availability:
-        parts = split(topic, prefix)
-        if parts is not None and parts[1] == "availability" and valid_device_id(parts[0]):
-            online[parts[0]] = payload in ("online", b"online")
-    return sorted(device_id for device_id, is_online in online.items() if is_online)
-
-
-async def _stop(args: argparse.Namespace, settings: BrokerSettings) -> int:
-    """Publish a stop (QoS 1, never retained, S8) to the chosen devices."""
-    try:
-        async with _client(settings, "stop") as client:
-            if args.device_id:
-                targets = [args.device_id]
-            else:
-                await client.subscribe(f"{args.prefix}/+/availability", qos=1)
-                quiet = _until_quiet(
-                    client.messages, max_s=DISCOVER_MAX_S, quiet_s=DISCOVER_QUIET_S
-                )
-                seen = [(m.topic.value, m.payload) async for m in quiet]
-                targets = online_devices(seen, args.prefix)
-                if not args.all and len(targets) != 1:
-                    which = f"{len(targets)} online ({', '.join(targets)})" if targets else "none"
-                    _error(f"which massager? {which}: use --device-id ID or --all")
-                    return EXIT_BAD_INPUT
-            for device_id in targets:
-                topic = Topics(device_id, args.prefix).command("stop")
-                await client.publish(topic, b"stop", qos=1, retain=False)  # acked by the broker
-    except MqttError as exc:
-        _unreachable(settings, exc)
-        return EXIT_FAULT
-    for device_id in targets:
-        print(f"stop sent to {device_id}")
-    if not targets:
-        print("no massager is online; nothing to stop", file=sys.stderr)
-    return EXIT_OK
-
-
 def _settings(args: argparse.Namespace) -> BrokerSettings | None:
     """Broker settings and topic names checked up front: any problem is one line, exit 2."""
     try:
-        settings = BrokerSettings.from_url(args.mqtt)
+        settings = settings_from_args(args, args.mqtt or DEFAULT_MQTT)
         _subscriptions(args.prefix, args.device_id)
     except ValueError as exc:  # BrokerURLError, or a bad device id / prefix
         _error(str(exc))
@@ -396,22 +353,6 @@ def monitor_command(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def stop_command(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings is None:
-        return EXIT_BAD_INPUT
-    return asyncio.run(_stop(args, settings))
-
-
-def _broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mqtt", default=DEFAULT_MQTT, metavar="URL", help=f"broker (default {DEFAULT_MQTT})"
-    )
-    parser.add_argument(
-        "--prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})"
-    )
-
-
 def add_monitor_commands(commands: Any) -> None:
     monitor = commands.add_parser(
         "monitor",
@@ -419,19 +360,8 @@ def add_monitor_commands(commands: Any) -> None:
         description="Show every massager's state and telemetry live (a table on a terminal, "
         "one line per change otherwise).",
     )
-    _broker_options(monitor)
+    add_broker_arguments(monitor, url_help=f"broker (default {DEFAULT_MQTT})")
     monitor.add_argument("--device-id", help="only this device")
     monitor.add_argument("--once", action="store_true", help="print the current table and exit")
     monitor.add_argument("--duration", type=float, metavar="S", help="exit after S seconds")
     monitor.set_defaults(handler=monitor_command)
-
-    stop = commands.add_parser(
-        "stop",
-        help="stop a massager over MQTT",
-        description="Send a stop to a massager (the only online one unless told which).",
-    )
-    _broker_options(stop)
-    which = stop.add_mutually_exclusive_group()
-    which.add_argument("--device-id", help="stop this device")
-    which.add_argument("--all", action="store_true", help="stop every online device")
-    stop.set_defaults(handler=stop_command)

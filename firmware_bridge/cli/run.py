@@ -19,13 +19,18 @@ from firmware_bridge.cli.telemetry_setup import (
     session_telemetry,
 )
 from firmware_bridge.device import MassagerLink, StopReason
-from firmware_bridge.errors import DeviceConnectionError, DeviceNotFoundError, MassagerError
+from firmware_bridge.errors import (
+    DeviceConnectionError,
+    DeviceIdInUseError,
+    DeviceNotFoundError,
+    MassagerError,
+)
 from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.record import Event, Sample, SessionRecord
 from firmware_bridge.runner import Session
-from firmware_bridge.safety import HARD_CEILING_S, SafetySettings
+from firmware_bridge.safety import DEFAULT_CAP, DEFAULT_SESSION_S, HARD_CEILING_S, SafetySettings
 from firmware_bridge.telemetry.bridge import SessionTelemetry
-from firmware_bridge.telemetry.mqtt import BrokerSettings, BrokerURLError
+from firmware_bridge.telemetry.mqtt import BrokerSettings
 from firmware_bridge.telemetry.topics import valid_device_id
 from firmware_bridge.transport import Transport
 from profiles.loader import ProfileError, resolve
@@ -72,14 +77,16 @@ def add_run_command(commands: Any) -> None:
     run.add_argument(
         "--cap",
         type=_number(int, 0, 10, "--cap"),
-        default=4,
-        help="upper bound on the 0-10 scale: output ≤ cap/10 of the device maximum (default 4)",
+        default=DEFAULT_CAP,
+        help="upper bound on the 0-10 scale: output ≤ cap/10 of the device maximum "
+        f"(default {DEFAULT_CAP})",
     )
     run.add_argument(
         "--max-minutes",
         type=_number(float, 0.1, HARD_CEILING_S / 60, "--max-minutes"),
-        default=15.0,
-        help="session limit in minutes (default 15, at most 30)",
+        default=DEFAULT_SESSION_S / 60,
+        help=f"session limit in minutes (default {DEFAULT_SESSION_S / 60:g}, at most "
+        f"{HARD_CEILING_S / 60:g})",
     )
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--device-id", help="id in MQTT topics (default: from the device address)")
@@ -119,7 +126,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         broker = broker_settings(args)
-    except BrokerURLError as exc:
+    except ValueError as exc:  # BrokerURLError, a bad topic prefix: before touching a device
         _error(str(exc))
         return EXIT_BAD_INPUT
     from firmware_bridge.cli.display import NOTICE
@@ -219,6 +226,11 @@ async def _run_device(
                     )
                     extra["device"] = device | {"id": device_id}
                     telemetry.finish(record, extra)
+                    await telemetry.flushed()
+                    extra |= telemetry.journal_note()
+    except DeviceIdInUseError as exc:  # the device was never started: nothing to stop
+        _error(str(exc))
+        return EXIT_BAD_INPUT
     except (DeviceNotFoundError, DeviceConnectionError) as exc:
         _error(str(exc))
         return EXIT_FAULT

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from firmware_bridge.cli.mqtt_options import add_broker_arguments, check_prefix, settings_from_args
 from firmware_bridge.journal import Journal, data_dir
 from firmware_bridge.telemetry.bridge import SessionTelemetry
 from firmware_bridge.telemetry.broker import EmbeddedBroker, broker_listening, choose_broker
@@ -17,27 +19,22 @@ from firmware_bridge.telemetry.homeassistant import discovery_payload
 from firmware_bridge.telemetry.mqtt import BrokerSettings
 from firmware_bridge.telemetry.outbox import Outbox
 from firmware_bridge.telemetry.publisher import Publisher
-from firmware_bridge.telemetry.topics import DEFAULT_PREFIX, Topics, valid_device_id
+from firmware_bridge.telemetry.topics import Topics, valid_device_id
 
 PUBLISHER_CLOSE_S = 3.0  # at the end, how long the final state and queued events may take
+CLAIM_WAIT_S = 3.0  # before the session, how long to wait for the broker's claim check
 DEFAULT_EMBEDDED_PORT = 1883
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def add_telemetry_arguments(run: Any) -> None:
-    group = run.add_argument_group("telemetry (MQTT) and journal")
-    group.add_argument(
-        "--mqtt",
-        metavar="URL|embedded|off",
-        help="broker: mqtt://host:port or mqtts://...; default with --sim: the broker on "
-        "localhost:1883 if one listens, else an embedded one; without --sim: off",
+    add_broker_arguments(
+        run,
+        url_help="mqtt://host:port, mqtts://..., embedded or off; default with --sim: the "
+        "broker on localhost:1883 if one listens, else an embedded one; without --sim: off",
     )
-    group.add_argument("--mqtt-config", metavar="FILE", help="TOML file with an [mqtt] table")
-    group.add_argument("--mqtt-username", help="or MASSAGER_MQTT_USERNAME")
-    group.add_argument("--mqtt-password", help="prefer MASSAGER_MQTT_PASSWORD (not in ps)")
-    group.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate for mqtts://")
-    group.add_argument("--mqtt-cert", metavar="FILE", help="client certificate")
-    group.add_argument("--mqtt-key", metavar="FILE", help="client key")
-    group.add_argument("--topic-prefix", default=DEFAULT_PREFIX, help="default: massager")
+    group = run.add_argument_group("telemetry and journal")
     group.add_argument(
         "--telemetry-hz", type=float, default=2.0, help="telemetry rate, 1-50 (default 2)"
     )
@@ -53,22 +50,17 @@ def add_telemetry_arguments(run: Any) -> None:
 
 
 def broker_settings(args: argparse.Namespace) -> tuple[str, BrokerSettings | None]:
-    """('off' | 'embedded' | 'url', settings). Raises BrokerURLError for a bad URL or file."""
-    options = {
-        "username": args.mqtt_username,
-        "password": args.mqtt_password,
-        "ca_file": args.mqtt_ca,
-        "cert_file": args.mqtt_cert,
-        "key_file": args.mqtt_key,
-    }
+    """('off' | 'embedded' | 'url', settings). Raises BrokerURLError for a bad URL or file,
+    ValueError for a bad topic prefix: both before any device is touched."""
+    check_prefix(args.prefix)
     if args.mqtt_config:
-        return "url", BrokerSettings.from_config(args.mqtt_config, **options)
+        return "url", settings_from_args(args, "")
     choice = choose_broker(args.mqtt, sim=args.sim)
     if choice.kind != "url" or choice.settings is None:
         return choice.kind, None
     if args.mqtt is None:  # auto-detected local broker
         return "url", choice.settings
-    return "url", BrokerSettings.from_url(args.mqtt, **options)
+    return "url", settings_from_args(args, args.mqtt)
 
 
 def device_id_for(args: argparse.Namespace, address: str) -> str:
@@ -101,7 +93,7 @@ async def session_telemetry(
                 file=sys.stderr,
             )
         if settings is not None:
-            topics = Topics(device_id, prefix=args.topic_prefix)
+            topics = Topics(device_id, prefix=args.prefix)
             discovery = None
             if args.ha_discovery:
                 discovery = discovery_payload(
@@ -113,13 +105,16 @@ async def session_telemetry(
             publisher = Publisher(
                 settings,
                 topics,
-                outbox=Outbox(data_dir() / "outbox" / device_id),
+                outbox=Outbox(data_dir() / "outbox" / device_id),  # memory only if unwritable
                 telemetry_hz=args.telemetry_hz,
                 remote_control=args.remote_control,
                 discovery=discovery,
             )
             task = asyncio.create_task(publisher.run(), name="mqtt publisher")
             stack.push_async_callback(_stop_publisher, publisher, task)
+            # One live controller per device id: refuse before the session, never evict (a
+            # broker that does not answer in time is checked again when it comes back).
+            await publisher.wait_claimed(CLAIM_WAIT_S)
         journal = None
         if not args.no_journal:
             journal = Journal(profile, header={"device_id": device_id, "device": device})
@@ -127,6 +122,7 @@ async def session_telemetry(
 
 
 async def _stop_publisher(publisher: Publisher, task: asyncio.Task[None]) -> None:
+    """Close telemetry after the session; never raises (the summary must still print)."""
     await publisher.close()
     try:
         async with asyncio.timeout(PUBLISHER_CLOSE_S):
@@ -135,3 +131,5 @@ async def _stop_publisher(publisher: Publisher, task: asyncio.Task[None]) -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    except Exception:  # telemetry is never on the safety path (S10): log, never raise
+        _LOGGER.exception("MQTT publisher failed")

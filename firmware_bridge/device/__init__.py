@@ -1,7 +1,8 @@
 """The device link: one connected massager, its state, events and stop."""
 
 from firmware_bridge.device.events import LinkEvent, LinkState, StopReason, StopResult
-from firmware_bridge.device.link import DeviceLimits, MassagerLink, ReconnectPolicy
+from firmware_bridge.device.health import DeviceLimits
+from firmware_bridge.device.link import MassagerLink, ReconnectPolicy
 
 __all__ = [
     "DeviceLimits",

@@ -31,6 +31,7 @@ class StopReason(StrEnum):
     FAULT = "fault"
     LOW_BATTERY = "low_battery"
     OVER_TEMPERATURE = "over_temperature"
+    DEVICE_SILENT = "device_silent"  # no STATUS for 3 periods while the link stayed up
 
 
 @dataclass(frozen=True, slots=True)

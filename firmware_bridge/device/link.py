@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from firmware_bridge.device.events import LinkEvent, LinkState, StopReason, StopResult
+from firmware_bridge.device.health import DeviceHealth, DeviceLimits, Problem
 from firmware_bridge.errors import (
     ConnectionLostError,
     DeviceRejectedError,
@@ -70,16 +71,6 @@ class ReconnectPolicy:
     attempt_timeout_s: float = 15.0
 
 
-@dataclass(frozen=True)
-class DeviceLimits:
-    """Device conditions that latch a stop (S9)."""
-
-    max_temperature_c: float = 41.0  # contact-surface target; IEC 60601-1 limit is 43 °C
-    min_battery_pct: int = 5
-    malformed_limit: int = 5  # this many malformed frames ...
-    malformed_window_s: float = 10.0  # ... within this window is a fault
-
-
 def _type_name(code: int) -> str:
     try:
         return FrameType(code).name
@@ -108,6 +99,7 @@ class MassagerLink:
         self.ack_timeout_s = ack_timeout_s
         self.reconnect_policy = reconnect or ReconnectPolicy()
         self.limits = limits or DeviceLimits()
+        self.health = DeviceHealth(self.limits, speed=self.clock.speed)
         self.listeners: list[Callable[[LinkEvent], None]] = []
 
         self.state = LinkState.DISCONNECTED
@@ -129,7 +121,6 @@ class MassagerLink:
         self._last_sent = 0.0
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self._caps_waiter: asyncio.Future[Capabilities] | None = None
-        self._malformed_times: list[float] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
         self._stop_requests = 0  # every stop request, even on an already latched link
@@ -162,6 +153,7 @@ class MassagerLink:
         if not self._tasks:
             self._spawn(self._writer(), "writer")
             self._spawn(self._heartbeat(), "heartbeat")
+            self._spawn(self._liveness(), "liveness")
 
     async def close(self) -> None:
         """Write zero (even when cancelled) and disconnect."""
@@ -220,21 +212,13 @@ class MassagerLink:
             raise SafetyLimitError(f"stopped while starting ({self.stop_reason})")
         if self.state != LinkState.READY or not self.transport.is_connected:
             raise ConnectionLostError(f"{self.transport.name}: link lost while starting")
-        unfit = self._unfit()
+        unfit = self.health.unfit(self.temperature_c, self.battery_pct)
         if unfit is not None:
-            self.stop_reason = unfit
-            raise SafetyLimitError(f"{self.transport.name}: cannot start: {unfit.value}")
+            self.stop_reason = unfit.reason
+            raise SafetyLimitError(f"{self.transport.name}: cannot start: {unfit.reason.value}")
         self.latched = False
         self.stop_reason = None
         self._emit("armed")
-
-    def _unfit(self) -> StopReason | None:
-        """A device condition that forbids output (S9), from the latest status."""
-        if self.temperature_c is not None and self.temperature_c > self.limits.max_temperature_c:
-            return StopReason.OVER_TEMPERATURE
-        if self.battery_pct is not None and self.battery_pct < self.limits.min_battery_pct:
-            return StopReason.LOW_BATTERY
-        return None
 
     def set_levels(self, levels: Sequence[int]) -> None:
         """Ask for these drive levels; coalesced, latest wins, sent by the writer task."""
@@ -345,6 +329,7 @@ class MassagerLink:
         await self._send(Stop(), response=False)  # S5: first frame on any (re)connect is zero
         self.commanded = (0,) * len(self.commanded)
         caps = await self._hello()
+        self.health.expect_status(self.clock.now())  # STATUS is due within a period from now
         first = self.capabilities is None
         self.capabilities = caps
         if first or len(self._desired) != caps.zones:
@@ -423,6 +408,34 @@ class MassagerLink:
                 with contextlib.suppress(MassagerError, TimeoutError):
                     await self._send(Heartbeat())
 
+    async def _liveness(self) -> None:
+        """S9: a device that stops sending STATUS while the link stays up is a lost device."""
+        while True:
+            await self.clock.sleep(self.health.limits.status_period_s / 2)
+            if self.state != LinkState.READY:
+                continue
+            problem = self.health.check_silence(self.clock.now())
+            if problem is None:
+                continue
+            # The stop below cannot be confirmed by a silent device; say what zeroes it anyway.
+            backstop = f"device watchdog ({self.watchdog_s:g} s)"
+            detail = problem.detail | {
+                "backstop": backstop if self.failsafe == "watchdog" else "none"
+            }
+            _LOGGER.warning(
+                "%s: no STATUS for %s s; treating the device as lost",
+                self.transport.name,
+                problem.detail["silent_s"],
+            )
+            self._emit("device_silent", **detail)
+            if not self.latched:
+                self._stop_soon(problem.reason, **detail)
+
+    @property
+    def stale(self) -> bool:
+        """True when the device's last STATUS is older than two periods: shown values may lag."""
+        return self.health.stale(self.clock.now())
+
     # -- internals: receiving --------------------------------------------------------------
 
     def _on_frame(self, data: bytes) -> None:
@@ -487,14 +500,19 @@ class MassagerLink:
             waiter.set_result(message)
 
     def _on_status(self, status: Status) -> None:
-        self._check_applied(status.levels, "status")
         self.applied = status.levels
         self.battery_pct = status.battery_pct
         self.temperature_c = status.temperature_c
-        if status.temperature_c > self.limits.max_temperature_c and not self.latched:
-            self._stop_soon(StopReason.OVER_TEMPERATURE, temperature_c=status.temperature_c)
-        if status.battery_pct < self.limits.min_battery_pct and not self.latched:
-            self._stop_soon(StopReason.LOW_BATTERY, battery_pct=status.battery_pct)
+        problem = self.health.on_status(
+            status.levels,
+            status.battery_pct,
+            status.temperature_c,
+            self.clock.now(),
+            zones=self.zones if self.capabilities else None,
+            max_level=self.max_level,
+        )
+        if problem is not None and (problem.reason == StopReason.FAULT or not self.latched):
+            self._stop_for(problem)
 
     def _on_battery(self, percent: int) -> None:
         self.battery_pct = percent
@@ -510,22 +528,22 @@ class MassagerLink:
         self._emit("fault", code=code.name, detail=detail)
 
     def _check_applied(self, levels: tuple[int, ...], source: str) -> None:
-        """S9: an ack or status reporting levels we never allowed is a fault."""
-        caps = self.capabilities
-        if caps is None:
+        """S9: an ack reporting levels we never allowed is a fault."""
+        if self.capabilities is None:
             return
-        if len(levels) != caps.zones or any(level > self.max_level for level in levels):
-            self._stop_soon(StopReason.FAULT, problem=f"out-of-range {source}", levels=levels)
+        problem = self.health.check_levels(
+            levels, source, zones=self.zones, max_level=self.max_level
+        )
+        if problem is not None:
+            self._stop_for(problem)
 
     def _malformed(self, problem: str) -> None:
         self.malformed_frames += 1
-        now = self.clock.now()
-        window = self.limits.malformed_window_s
-        self._malformed_times = [t for t in self._malformed_times if now - t < window] + [now]
         _LOGGER.debug("%s: malformed frame: %s", self.transport.name, problem)
         self._emit("malformed", problem=problem, count=self.malformed_frames)
-        if len(self._malformed_times) >= self.limits.malformed_limit:
-            self._stop_soon(StopReason.FAULT, problem="repeated malformed frames")
+        fault = self.health.malformed(self.clock.now())
+        if fault is not None:
+            self._stop_for(fault)
 
     def _on_disconnect(self) -> None:
         if self.state in (LinkState.CLOSED, LinkState.LINK_LOST, LinkState.RECONNECTING):
@@ -533,6 +551,7 @@ class MassagerLink:
         if self._latch(StopReason.LINK_LOST):
             self._announce(StopReason.LINK_LOST, None)
         self.state = LinkState.LINK_LOST
+        self.health.forget()
         _LOGGER.warning("%s: link lost; output latched off", self.transport.name)
         self._emit("link_lost")
         for waiter in self._pending.values():
@@ -586,6 +605,9 @@ class MassagerLink:
         log = _LOGGER.info if quiet else _LOGGER.warning
         log("%s: stop (%s) %s", self.transport.name, reason.value, detail or "")
         self._emit("stop", reason=reason.value, **(detail or {}))
+
+    def _stop_for(self, problem: Problem) -> None:
+        self._stop_soon(problem.reason, **problem.detail)
 
     def _stop_soon(self, reason: StopReason, **detail: object) -> None:
         """Latch now (synchronously) and write zero from a task: for callbacks."""

@@ -2,6 +2,7 @@
 
 from firmware_bridge.safety.governor import (
     DEFAULT_CAP,
+    DEFAULT_SESSION_S,
     HARD_CEILING_S,
     RISE_FLOOR,
     STEP_FACTOR,
@@ -14,6 +15,7 @@ from firmware_bridge.safety.governor import (
 
 __all__ = [
     "DEFAULT_CAP",
+    "DEFAULT_SESSION_S",
     "HARD_CEILING_S",
     "RISE_FLOOR",
     "STEP_FACTOR",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
+import secrets
 from typing import TYPE_CHECKING, Any
 
-from firmware_bridge.device import StopReason
+from firmware_bridge.device import StopReason, StopResult
 from firmware_bridge.journal import Journal
 from firmware_bridge.record import Event, Sample, SessionRecord
 from firmware_bridge.telemetry.payloads import (
@@ -40,12 +41,15 @@ class SessionTelemetry:
         publisher: Publisher | None = None,
         journal: Journal | None = None,
     ) -> None:
-        self.session_id = uuid.uuid4().hex[:12]
+        # The publisher's session id is the one its claim on the device id carries.
+        self.session_id = publisher.session_id if publisher is not None else secrets.token_hex(6)
         self.profile = profile
         self.cap = cap
         self.publisher = publisher
         self.journal = journal
         self.failsafe: str | None = None
+        self.stop_confirmed: bool | None = None
+        self._stop_reason: str | None = None
         self._state: State = "idle"
         self._publish_state("idle")
 
@@ -55,8 +59,10 @@ class SessionTelemetry:
             return
         remote = self.publisher.remote_control
 
-        def stop() -> None:
-            session.request_stop(StopReason.REMOTE_STOP)
+        def stop() -> asyncio.Task[StopResult]:
+            stopping = session.request_stop(StopReason.REMOTE_STOP)  # latched before returning
+            stopping.add_done_callback(self._stop_done)
+            return stopping
 
         def discomfort(rating: int) -> str | None:
             if session.governor is None or session.governor.stopped:
@@ -70,6 +76,14 @@ class SessionTelemetry:
             return session.governor.set_cap(value, allow_raise=remote)
 
         self.publisher.handlers = CommandHandlers(stop=stop, discomfort=discomfort, cap=cap)
+
+    def _stop_done(self, task: asyncio.Task[StopResult]) -> None:
+        """The retained state says whether the device confirmed the stop (and HA shows it)."""
+        if task.cancelled() or task.exception() is not None:
+            self.stop_confirmed = False
+        else:
+            self.stop_confirmed = task.result().confirmed
+        self._publish_state(self._state, stop_reason=self._stop_reason)
 
     def sample(self, sample: Sample) -> None:
         try:
@@ -87,6 +101,7 @@ class SessionTelemetry:
                         remaining_s=sample.remaining_s,
                         segment=sample.segment,
                         zones=list(sample.zones),
+                        stale=sample.stale,
                     )
                 )
             if self.journal is not None:
@@ -112,6 +127,8 @@ class SessionTelemetry:
 
     def finish(self, record: SessionRecord, extra: dict[str, Any] | None = None) -> None:
         reason = record.stop_reason
+        if record.stop_confirmed is not None:
+            self.stop_confirmed = record.stop_confirmed
         state: State = (
             "stopped"
             if record.ok or reason is None
@@ -119,10 +136,24 @@ class SessionTelemetry:
         )
         self._publish_state(state, stop_reason=reason.value if reason else None)
         if self.journal is not None:
-            self.journal.close(record, extra)
+            self.journal.close(record, extra, wait=False)  # `flushed()` waits, off the loop
+
+    async def flushed(self) -> None:
+        """Wait, off the event loop, until the journal's lines are on the disk."""
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.flush)
+
+    def journal_note(self) -> dict[str, Any]:
+        """For the session summary: whether the journal has everything (after `flushed`)."""
+        if self.journal is None:
+            return {"journal": "off"}
+        note: dict[str, Any] = {"journal": self.journal.status}
+        if self.journal.lines_lost:
+            note["journal_lines_lost"] = self.journal.lines_lost
+        return note
 
     def _publish_state(self, state: State, *, stop_reason: str | None = None) -> None:
-        self._state = state
+        self._state, self._stop_reason = state, stop_reason
         if self.publisher is None:
             return
         self.publisher.state(
@@ -134,5 +165,6 @@ class SessionTelemetry:
                 cap=self.cap,
                 failsafe=self.failsafe,
                 remote_control=self.publisher.remote_control,
+                stop_confirmed=self.stop_confirmed,
             )
         )

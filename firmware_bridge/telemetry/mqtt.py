@@ -7,7 +7,11 @@ and are never printed or logged: `BrokerSettings.display` and `repr` redact them
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import os
+import re
 import socket
 import ssl
 import tomllib
@@ -19,6 +23,8 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 from aiomqtt import MqttError, ProtocolVersion, Will
 
+from profiles.files import InputFileError, read_text_file
+
 __all__ = ["BrokerSettings", "MqttError", "Will", "make_client"]
 
 DEFAULT_PORT = {"mqtt": 1883, "mqtts": 8883}
@@ -26,6 +32,13 @@ KEEPALIVE_S = 15  # the broker publishes our Last Will within 1.5 × this after 
 TIMEOUT_S = 5.0  # connect, subscribe and QoS 1 publish are bounded
 ENV_USERNAME = "MASSAGER_MQTT_USERNAME"
 ENV_PASSWORD = "MASSAGER_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
+MAX_CONFIG_BYTES = 64 * 1024  # an [mqtt] table is a few lines; anything bigger is a mistake
+MAX_URL_CHARS = 2048
+MAX_HOST_CHARS = 253  # DNS: a name is at most 253 characters, a label at most 63
+MAX_SECRET = 65535  # MQTT strings are length-prefixed with two bytes
+_CONFIG_KEYS = ("username", "password", "ca_file", "cert_file", "key_file")
+_HOST_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
+_USERINFO_PASSWORD = re.compile(r"^((?:[a-z]+://)?[^:@/]*):[^@/]*@")  # user:password@
 
 
 class BrokerURLError(ValueError):
@@ -59,19 +72,32 @@ class BrokerSettings:
     ) -> BrokerSettings:
         """Parse `mqtt://[user[:pass]@]host[:port]` or `mqtts://...`; flags, then env, fill in."""
         env = dict(os.environ) if env is None else env
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in DEFAULT_PORT:
-            raise BrokerURLError(f"--mqtt {_redact(url)}: scheme must be mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise BrokerURLError(f"--mqtt {_redact(url)}: no host")
+        shown = _redact(url)
+        if len(url) > MAX_URL_CHARS or not url.isprintable():
+            raise BrokerURLError(f"--mqtt {shown[:60]!r}: not a broker URL")
         try:
-            port = parts.port or DEFAULT_PORT[parts.scheme]
+            parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        except ValueError as exc:  # "Invalid IPv6 URL"
+            raise BrokerURLError(f"--mqtt {shown}: not a valid URL ({exc})") from exc
+        try:
+            port = parts.port  # parsed lazily: a bad port raises here
         except ValueError as exc:
-            raise BrokerURLError(f"--mqtt {_redact(url)}: bad port") from exc
+            raise BrokerURLError(f"--mqtt {shown}: bad port ({exc})") from exc
+        if parts.scheme not in DEFAULT_PORT:
+            raise BrokerURLError(f"--mqtt {shown}: scheme must be mqtt:// or mqtts://")
+        if port == 0:
+            raise BrokerURLError(f"--mqtt {shown}: bad port 0")
+        port = port or DEFAULT_PORT[parts.scheme]
+        if not parts.hostname:
+            raise BrokerURLError(f"--mqtt {shown}: no host")
+        _check_host(parts.hostname, shown)
+        for value, what in ((username, "username"), (password, "password")):
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_SECRET):
+                raise BrokerURLError(f"MQTT {what} must be text of at most {MAX_SECRET} chars")
         for path, what in ((ca_file, "CA file"), (cert_file, "certificate"), (key_file, "key")):
-            if path is not None and not Path(path).is_file():
+            if path is not None and (not isinstance(path, str) or not Path(path).is_file()):
                 raise BrokerURLError(f"{what} {path}: no such file")
-        return cls(
+        settings = cls(
             host=parts.hostname,
             port=port,
             tls=parts.scheme == "mqtts" or ca_file is not None,
@@ -85,27 +111,54 @@ class BrokerSettings:
             cert_file=cert_file,
             key_file=key_file,
         )
+        try:  # a CA, certificate or key that will not load is a setup error, found now
+            settings.tls_context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise BrokerURLError(f"--mqtt {shown}: TLS files unusable: {exc}") from exc
+        return settings
 
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> BrokerSettings:
-        """`[mqtt]` table of a TOML file: url, username, password, ca_file, cert_file, key_file."""
+        """`[mqtt]` table of a TOML file: url, username, password, ca_file, cert_file, key_file.
+
+        Every problem is a BrokerURLError of one line naming the file and the key.
+        """
         try:
-            table = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("mqtt", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise BrokerURLError(f"{path}: cannot read MQTT settings: {exc}") from exc
+            text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES, what="an MQTT settings file")
+            data = tomllib.loads(text)
+        except InputFileError as exc:
+            raise BrokerURLError(f"{exc.path}: cannot read MQTT settings: {exc.problem}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise BrokerURLError(f"{path}: not valid TOML: {exc}") from exc
+        except RecursionError as exc:  # tomllib recurses per nesting level
+            raise BrokerURLError(f"{path}: nested too deeply") from exc.with_traceback(None)
+        table = data.get("mqtt")
+        if not isinstance(table, dict):
+            raise BrokerURLError(f'{path}: needs an [mqtt] table with url = "mqtt://host:port"')
+        unknown = sorted(set(table) - {"url", *_CONFIG_KEYS})
+        if unknown:
+            known = ", ".join(("url", *_CONFIG_KEYS))
+            raise BrokerURLError(f"{path}: [mqtt] has unknown key {unknown[0]!r} ({known})")
+        for key, value in table.items():
+            if not isinstance(value, str):
+                kind = type(value).__name__
+                raise BrokerURLError(f'{path}: [mqtt] {key} must be a "string", not {kind}')
         if "url" not in table:
             raise BrokerURLError(f'{path}: [mqtt] needs url = "mqtt://host:port"')
-        keys = ("username", "password", "ca_file", "cert_file", "key_file")
-        options = {k: table[k] for k in keys if k in table} | {
+        options = {k: table[k] for k in _CONFIG_KEYS if k in table} | {
             k: v for k, v in overrides.items() if v is not None
         }
-        return cls.from_url(str(table["url"]), **options)
+        try:
+            return cls.from_url(table["url"], **options)
+        except BrokerURLError as exc:
+            raise BrokerURLError(f"{path}: {exc}") from exc
 
     @property
     def display(self) -> str:
         """For messages: scheme, user name and host, never the password."""
         user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
 
     def with_port(self, port: int) -> BrokerSettings:
         return replace(self, port=port)
@@ -119,11 +172,25 @@ class BrokerSettings:
         return context
 
 
+def _check_host(host: str, shown: str) -> None:
+    """A host name the resolver can take: IP literal, or IDNA labels of 1-63 chars."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return
+    labels = host.rstrip(".").split(".")
+    if len(host) > MAX_HOST_CHARS or any(not 0 < len(label) <= 63 for label in labels):
+        raise BrokerURLError(f"--mqtt {shown}: host name is too long or has an empty label")
+    if host.isascii() and not _HOST_CHARS.fullmatch(host):
+        raise BrokerURLError(f"--mqtt {shown}: host name {host[:40]!r} is not valid")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise BrokerURLError(f"--mqtt {shown}: host name {host[:40]!r} is not valid") from exc
+
+
 def _redact(url: str) -> str:
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    """The URL with any password replaced by ***, even when the URL does not parse."""
+    return _USERINFO_PASSWORD.sub(r"\1:***@", url, count=1)
 
 
 def make_client(
@@ -133,6 +200,7 @@ def make_client(
     will: Will | None = None,
     clean_session: bool = True,
     max_queued_incoming: int = 1000,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> aiomqtt.Client:
     """An aiomqtt client with Nagle off (command latency), bounded incoming queue, MQTT 3.1.1.
 
@@ -152,5 +220,6 @@ def make_client(
         timeout=TIMEOUT_S,
         tls_context=settings.tls_context(),
         max_queued_incoming_messages=max_queued_incoming,
+        queue_type=queue_type,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )

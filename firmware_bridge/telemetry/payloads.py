@@ -29,6 +29,7 @@ class StatePayload(BaseModel):
     cap: int | None = None
     failsafe: str | None = None
     remote_control: bool = False
+    stop_confirmed: bool | None = None  # the device acknowledged zero after the last stop
 
 
 class TelemetryPayload(BaseModel):
@@ -48,6 +49,7 @@ class TelemetryPayload(BaseModel):
     remaining_s: float
     segment: str
     zones: list[float] = Field(default_factory=list)
+    stale: bool = False  # the device's STATUS is overdue: applied/battery/temperature may lag
 
 
 class EventPayload(BaseModel):

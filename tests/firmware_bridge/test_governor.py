@@ -255,3 +255,36 @@ def test_a_remote_low_rating_does_not_release_a_hold() -> None:
     gov.report_discomfort(0, t, may_release=False)  # over MQTT without --remote-control
     run_for(gov, 1.0, 30)
     assert max(gov.output) == pytest.approx(held)
+
+
+def test_the_defaults_are_moderate_and_fifteen_minutes() -> None:
+    """S6/S7 defaults: without settings, output stays at 4/10 and the session at 15 min."""
+    gov = SafetyGovernor(SafetySettings(), zones=3)
+    gov.start(0.0)
+    t = run_for(gov, 1.0, 120)
+    assert max(gov.output) == pytest.approx(0.4)  # cap 4 of 10: "moderate, never severe"
+    run_for(gov, 1.0, 15 * 60 - t - 1)
+    assert not gov.stopped
+    run_for(gov, 1.0, 2)
+    assert gov.stop_reason == StopReason.TIMEOUT
+
+
+def test_a_lowered_cap_bounds_output_for_the_rest_of_the_session() -> None:
+    """The clamp keeps its cap term: lowering the cap mid-session holds, not just once."""
+    gov = governor(cap=8)
+    run_for(gov, 1.0, 60)
+    assert max(gov.output) == pytest.approx(0.8)
+    assert gov.set_cap(2) is None
+    assert max(gov.output) <= 0.2 + EPS  # at once ...
+    run_for(gov, 1.0, 120)
+    assert max(gov.output) <= 0.2 + EPS  # ... and for as long as the session runs
+
+
+def test_a_lowered_cap_is_not_raised_again_without_remote_control() -> None:
+    gov = governor(cap=6)
+    assert gov.set_cap(3) is None
+    assert gov.set_cap(5) == "raising the cap remotely is not enabled"
+    assert gov.cap == 3
+    assert gov.set_cap(5, allow_raise=True) is None  # --remote-control: back up ...
+    assert gov.set_cap(7, allow_raise=True) is not None  # ... never above the session's cap
+    assert gov.cap == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import time
 import uuid
 from typing import Any
@@ -18,9 +19,9 @@ from firmware_bridge.cli.monitor import (
     _monitor,
     add_monitor_commands,
     apply_message,
-    online_devices,
     render_table,
 )
+from firmware_bridge.cli.stop import add_stop_command
 from firmware_bridge.telemetry.mqtt import BrokerSettings, make_client
 from firmware_bridge.telemetry.payloads import StatePayload, TelemetryPayload
 from firmware_bridge.telemetry.topics import Topics
@@ -39,7 +40,9 @@ def prefix() -> str:
 
 def cli(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="massager")
-    add_monitor_commands(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_monitor_commands(commands)
+    add_stop_command(commands)
     return parser.parse_args(argv)
 
 
@@ -179,16 +182,6 @@ def test_foreign_topics_are_ignored() -> None:
     assert views == {}
 
 
-def test_online_devices_uses_latest_availability() -> None:
-    seen = [
-        ("p/a/availability", b"online"),
-        ("p/b/availability", b"online"),
-        ("p/b/availability", b"offline"),
-        ("p/c/availability", b"garbage"),
-    ]
-    assert online_devices(seen, "p") == ["a"]
-
-
 # ---- against mosquitto
 
 
@@ -283,12 +276,14 @@ async def test_stop_device_id_is_qos1_and_not_retained(
     async with make_client(mosquitto.settings, identifier="test-sub") as subscriber:
         await subscriber.subscribe(topic, qos=1)
         args = cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--device-id", "dev-x")
-        assert await asyncio.to_thread(args.handler, args) == 0
+        assert await asyncio.to_thread(args.handler, args) == 1  # nobody confirmed it
         got = await received(subscriber, QUIET_S)
-    assert [(m.topic.value, m.payload, m.qos, m.retain) for m in got] == [
-        (topic, b"stop", 1, False)
-    ]
-    assert capsys.readouterr().out == "stop sent to dev-x\n"
+    assert [(m.topic.value, m.qos, m.retain) for m in got] == [(topic, 1, False)]
+    body = json.loads(got[0].payload)
+    assert set(body) == {"request_id", "ts"}  # so the controller's answer can be matched
+    assert capsys.readouterr().out == (
+        "dev-x: unknown on this broker (no controller has announced it)\n"
+    )
     async with make_client(mosquitto.settings, identifier="test-late") as late:
         await late.subscribe(topic, qos=1)
         assert await received(late, QUIET_S) == []  # not retained: a stale stop never replays
@@ -303,15 +298,19 @@ async def test_stop_all_sends_to_online_devices_only(
             (f"{prefix}/a/availability", b"online"),
             (f"{prefix}/b/availability", b"online"),
             (f"{prefix}/c/availability", b"offline"),
+            (f"{prefix}/b/availability", b"online"),
         ],
     )
     async with make_client(mosquitto.settings, identifier="test-sub-all") as subscriber:
         await subscriber.subscribe(f"{prefix}/+/cmd/stop", qos=1)
-        args = cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--all")
-        assert await asyncio.to_thread(args.handler, args) == 0
+        args = cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--all", "--timeout", "0.5")
+        assert await asyncio.to_thread(args.handler, args) == 1  # retained "online", nobody home
         got = await received(subscriber, QUIET_S)
     assert sorted(m.topic.value for m in got) == [f"{prefix}/a/cmd/stop", f"{prefix}/b/cmd/stop"]
-    assert capsys.readouterr().out.splitlines() == ["stop sent to a", "stop sent to b"]
+    assert capsys.readouterr().out.splitlines() == [
+        "a: no confirmation within 0.5 s",
+        "b: no confirmation within 0.5 s",
+    ]
 
 
 def test_stop_without_id_needs_exactly_one_online(
@@ -323,8 +322,8 @@ def test_stop_without_id_needs_exactly_one_online(
     err = capsys.readouterr().err
     assert err == "massager: error: which massager? 2 online (a, b): use --device-id ID or --all\n"
     asyncio.run(publish_retained(mosquitto.settings, [(f"{prefix}/b/availability", b"offline")]))
-    assert run_cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix) == 0
-    assert capsys.readouterr().out == "stop sent to a\n"
+    assert run_cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--timeout", "0.3") == 1
+    assert capsys.readouterr().out == "a: no confirmation within 0.3 s\n"
 
 
 @pytest.mark.parametrize(

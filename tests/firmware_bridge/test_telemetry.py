@@ -7,148 +7,33 @@ separate MQTT client, exactly as `massager stop` or Home Assistant would send th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from firmware_bridge import durable
-from firmware_bridge.device import StopReason
+from firmware_bridge.device import StopReason, StopResult
 from firmware_bridge.journal import Journal, history
-from firmware_bridge.record import SessionRecord
 from firmware_bridge.runner import Session
 from firmware_bridge.safety import SafetySettings
 from firmware_bridge.telemetry.bridge import SessionTelemetry
-from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, make_client
+from firmware_bridge.telemetry.mqtt import BrokerSettings
 from firmware_bridge.telemetry.outbox import Outbox
 from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
-from profiles.model import Profile
 from tests.brokers import Mosquitto
-from tests.rigs import Rig, open_rig, until
+from tests.mqtt_sessions import listening, profile, published_session, send
+from tests.rigs import open_rig, until
 
 pytestmark = pytest.mark.sim_only
-
-
-def profile(seconds: float = 40) -> Profile:
-    return Profile.model_validate(
-        {
-            "name": "test",
-            "title": "Test",
-            "segments": [
-                {"kind": "ramp", "duration_s": seconds, "start": 0.2, "end": 1.0},
-                {"kind": "ramp", "duration_s": 30, "start": 0.3, "end": 0, "cool_down": True},
-            ],
-        }
-    )
-
-
-@dataclass
-class Listener:
-    """A separate MQTT client recording everything under one device's topics."""
-
-    settings: BrokerSettings
-    topics: Topics
-    messages: list[tuple[str, Any, bool]] = field(default_factory=list)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self, reconnect: bool = False) -> None:
-        while True:
-            try:
-                async with make_client(self.settings, identifier="test-listener") as client:
-                    await client.subscribe(f"{self.topics.base}/#", qos=1)
-                    self.ready.set()
-                    async for message in client.messages:
-                        payload = bytes(message.payload)
-                        try:
-                            value: Any = json.loads(payload)
-                        except ValueError:
-                            value = payload.decode(errors="replace")
-                        self.messages.append((str(message.topic), value, bool(message.retain)))
-            except MqttError:
-                if not reconnect:
-                    raise
-                await asyncio.sleep(0.05)
-
-    def on(self, kind: str) -> list[Any]:
-        return [v for t, v, _ in self.messages if t == f"{self.topics.base}/{kind}"]
-
-    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.on("events") if type_ is None or e.get("type") == type_]
-
-
-@contextlib.asynccontextmanager
-async def listening(
-    settings: BrokerSettings, topics: Topics, **kw: bool
-) -> AsyncIterator[Listener]:
-    listener = Listener(settings, topics)
-    task = asyncio.create_task(listener.run(**kw))
-    await asyncio.wait_for(listener.ready.wait(), 5)
-    try:
-        yield listener
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, MqttError):
-            await task
-
-
-async def send(
-    settings: BrokerSettings, topic: str, payload: bytes | str, *, retain: bool = False
-) -> None:
-    async with make_client(settings, identifier=f"test-sender-{time.monotonic_ns()}") as client:
-        await client.publish(topic, payload, qos=1, retain=retain)
-
-
-@contextlib.asynccontextmanager
-async def published_session(
-    rig: Rig,
-    settings: BrokerSettings,
-    topics: Topics,
-    tmp_path: Path,
-    *,
-    cap: int = 6,
-    seconds: float = 40,
-    remote_control: bool = False,
-) -> AsyncIterator[tuple[Session, SessionTelemetry, asyncio.Task[SessionRecord], Publisher]]:
-    publisher = Publisher(
-        settings, topics, outbox=Outbox(tmp_path / "outbox"), remote_control=remote_control
-    )
-    pub_task = asyncio.create_task(publisher.run())
-    async with rig.link() as link:
-        telemetry = SessionTelemetry(
-            profile="test",
-            cap=cap,
-            publisher=publisher,
-            journal=Journal("test", directory=tmp_path, header={}),
-        )
-        session = Session(
-            link,
-            profile(seconds),
-            SafetySettings(cap=cap),
-            on_sample=telemetry.sample,
-            on_event=telemetry.event,
-        )
-        telemetry.attach(session)
-        running = asyncio.create_task(session.run())
-        try:
-            yield session, telemetry, running, publisher
-            record = await asyncio.wait_for(asyncio.shield(running), 30)
-            telemetry.finish(record)
-        finally:
-            if not running.done():
-                running.cancel()
-            await publisher.close()
-            await asyncio.wait_for(pub_task, 5)
 
 
 async def test_state_availability_telemetry_and_events_follow_the_contract(
@@ -248,8 +133,12 @@ BAD_COMMANDS = [
     ("discomfort", b"-1", "whole number 0-10"),
     ("discomfort", b"5.5", "whole number 0-10"),
     ("discomfort", b"9" * 1000, "at most 64"),
-    ("discomfort", b"\xff\xfe\x00", "not text"),
+    ("discomfort", b"\xff\xfe\x00", "not ASCII text"),
     ("discomfort", b"{not json", "not valid JSON"),
+    ("discomfort", b"--3", "whole number 0-10"),  # "--3".lstrip("-").isdigit() was True
+    ("discomfort", "\u00b2".encode(), "not ASCII text"),  # superscript two: isdigit() is True
+    ("discomfort", b'{"value": "\\u0663"}', "whole number 0-10"),  # Arabic-Indic three
+    ("discomfort", b'{"value": true}', "whole number 0-10"),
     ("intensity", b"1.0", "remote control is not enabled"),
     ("start", b"heel-spur", "remote control is not enabled"),
     ("cap", b"9", "raising the cap remotely is not enabled"),
@@ -470,6 +359,8 @@ async def test_journal_records_the_session_and_history_lists_it(tmp_path: Path) 
         )
         record = await session.run()
         telemetry.finish(record)
+        await telemetry.flushed()
+    assert telemetry.journal_note() == {"journal": "ok"}
     lines = [json.loads(line) for line in journal.path.read_text().splitlines()]
     assert lines[0]["kind"] == "header"
     assert lines[-1]["kind"] == "summary"
@@ -510,21 +401,26 @@ async def test_fsync_never_runs_on_the_event_loop(
 async def test_a_failing_command_handler_does_not_end_command_handling(
     mosquitto: Mosquitto,
 ) -> None:
-    calls: list[str] = []
+    calls: list[bytes] = []
 
-    def stop() -> None:
-        calls.append("stop")
+    def stop() -> asyncio.Future[StopResult]:
+        calls.append(b"stop")
         if len(calls) == 1:
             raise RuntimeError("handler bug")
+        done: asyncio.Future[StopResult] = asyncio.get_running_loop().create_future()
+        done.set_result(StopResult(StopReason.REMOTE_STOP, confirmed=True, latency_s=0.001))
+        return done
 
     topics = Topics("handler")
     publisher = Publisher(mosquitto.settings, topics)
     publisher.handlers = CommandHandlers(stop=stop, discomfort=lambda _n: None)
     serving = asyncio.create_task(publisher.run())
     await asyncio.wait_for(publisher.connected.wait(), 5)
+    await asyncio.wait_for(publisher.stop_lane_ready.wait(), 5)
     await send(mosquitto.settings, topics.command("stop"), b"1")
-    await until(lambda: len(calls) == 1)
+    await until(lambda: len(calls) >= 2)  # heard on both lanes; the first call raised
+    before = len(calls)
     await send(mosquitto.settings, topics.command("stop"), b"2")
-    await until(lambda: len(calls) == 2)  # the second stop still arrives
+    await until(lambda: len(calls) > before)  # the next stop still arrives
     await publisher.close()
     await asyncio.wait_for(serving, 5)

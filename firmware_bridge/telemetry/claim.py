@@ -1,0 +1,59 @@
+"""One device id, one live controller: the claim check made before going online.
+
+A controller that is online has a retained `availability` of `online` and a retained `state`
+naming its session. Before a controller publishes `online` it reads both; if another session
+is online under the same id it refuses rather than evict it (two controllers on one id make a
+stop look delivered while the other session runs on). A controller that died without a clean
+disconnect stays `online` until the broker publishes its Last Will, 1.5 keep-alives later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from firmware_bridge.errors import DeviceIdInUseError
+from firmware_bridge.telemetry.mqtt import KEEPALIVE_S
+from firmware_bridge.telemetry.payloads import StatePayload
+from firmware_bridge.telemetry.topics import Topics
+
+CLAIM_MAX_S = 1.0  # retained messages follow the SUBACK at once; never wait longer than this
+CLAIM_QUIET_S = 0.25  # ... and stop as soon as the broker has been quiet this long
+
+
+async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
+    """Raise DeviceIdInUseError if another session is online under `topics.device_id`."""
+    await client.subscribe(topics.availability, qos=1)
+    await client.subscribe(topics.state, qos=1)
+    availability: str | None = None
+    state: StatePayload | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLAIM_MAX_S
+    with contextlib.suppress(TimeoutError):
+        while (left := deadline - loop.time()) > 0:
+            async with asyncio.timeout(min(CLAIM_QUIET_S, left)):
+                message = await anext(aiter(client.messages))
+            payload = message.payload
+            text = bytes(payload).decode("utf-8", "replace") if payload else ""
+            if str(message.topic) == topics.availability:
+                availability = text
+            elif str(message.topic) == topics.state:
+                with contextlib.suppress(ValidationError):
+                    state = StatePayload.model_validate_json(text) if text else None
+    await client.unsubscribe(topics.availability)
+    await client.unsubscribe(topics.state)
+    if availability != "online":
+        return
+    other = state.session_id if state is not None else None
+    if other == session_id:
+        return  # our own claim, from before a reconnect
+    since = f" (session {other})" if other else ""
+    raise DeviceIdInUseError(
+        f"device id {topics.device_id!r} is already online on this broker{since}; stop that "
+        f"controller or choose another --device-id (a controller that died is released "
+        f"{round(KEEPALIVE_S * 1.5)} s later)",
+        device_id=topics.device_id,
+    )
