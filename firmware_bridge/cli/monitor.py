@@ -1,4 +1,4 @@
-"""`massager monitor` and `massager stop`: watch and stop massagers over MQTT (DESIGN.md §3)."""
+"""`massager monitor`: watch massagers over MQTT (the topics of docs/mqtt.md)."""
 
 from __future__ import annotations
 

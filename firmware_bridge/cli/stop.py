@@ -26,6 +26,7 @@ EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 DISCOVER_MAX_S = 1.0  # retained availability follows the SUBACK at once; never wait longer
 DISCOVER_QUIET_S = 0.25  # ... and stop as soon as the broker has been quiet this long
+MAX_EVENT_CHARS = 4096  # larger messages on an events topic are skipped unparsed
 DEFAULT_WAIT_S = 5.0  # a controller answers within its device's ack timeout (1 s) + the broker
 
 
@@ -103,9 +104,12 @@ async def _answers(
                 parts = split(str(message.topic), prefix)
                 if parts is None or parts[1] != "events" or parts[0] not in outcomes:
                     continue
+                raw = _text(message.payload)
+                if len(raw) > MAX_EVENT_CHARS:
+                    continue  # a stop_result is a few hundred bytes; anything else is not ours
                 try:
-                    event = json.loads(_text(message.payload))
-                except ValueError:
+                    event = json.loads(raw)
+                except (ValueError, RecursionError):  # anyone may publish on an events topic
                     continue
                 if (
                     isinstance(event, dict)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from firmware_bridge.device.events import LinkEvent, LinkState, StopReason, StopResult
+from firmware_bridge.device.exchange import Exchange
 from firmware_bridge.device.health import DeviceHealth, DeviceLimits, Problem
 from firmware_bridge.errors import (
     ConnectionLostError,
-    DeviceRejectedError,
     DeviceTimeoutError,
     MassagerError,
     ProtocolError,
@@ -34,8 +34,6 @@ from firmware_bridge.protocol import (
     FaultCode,
     FrameType,
     Heartbeat,
-    Hello,
-    Message,
     Nack,
     ScaledClock,
     SetIntensity,
@@ -44,7 +42,6 @@ from firmware_bridge.protocol import (
     Status,
     Stop,
     decode,
-    encode,
 )
 from firmware_bridge.protocol.timebase import Clock
 
@@ -117,10 +114,7 @@ class MassagerLink:
 
         self._desired: tuple[int, ...] = ()
         self._dirty = asyncio.Event()
-        self._seq = 0
-        self._last_sent = 0.0
-        self._pending: dict[int, asyncio.Future[Message]] = {}
-        self._caps_waiter: asyncio.Future[Capabilities] | None = None
+        self._exchange = Exchange(transport, self.clock, ack_timeout_s=ack_timeout_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
         self._stop_requests = 0  # every stop request, even on an already latched link
@@ -265,47 +259,9 @@ class MassagerLink:
         """Arm the on-device session timer (a second, independent end-of-session stop)."""
         if self.capabilities is None or not self.capabilities.has_timer:
             return
-        await self._request(SetTimer(seconds), attempts=HANDSHAKE_ATTEMPTS)
+        await self._exchange.request(SetTimer(seconds), attempts=HANDSHAKE_ATTEMPTS)
 
     # -- internals: sending ------------------------------------------------------------------
-
-    def _next_seq(self) -> int:
-        seq = self._seq
-        self._seq = (self._seq + 1) & 0xFF
-        return seq
-
-    async def _send(
-        self, message: Message, *, seq: int | None = None, response: bool = False
-    ) -> int:
-        seq = self._next_seq() if seq is None else seq
-        data = encode(message, seq)
-        await self.transport.write(data, response=response)
-        self._last_sent = self.clock.now()
-        return seq
-
-    async def _request(
-        self, message: Message, *, response: bool = False, attempts: int = 1
-    ) -> Message:
-        """Send and wait for the matching ACK (a NACK raises DeviceRejectedError)."""
-        for _ in range(attempts - 1):
-            with contextlib.suppress(DeviceTimeoutError):
-                return await self._request_once(message, response=response)
-        return await self._request_once(message, response=response)
-
-    async def _request_once(self, message: Message, *, response: bool) -> Message:
-        seq = self._next_seq()
-        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = waiter
-        try:
-            await self._send(message, seq=seq, response=response)
-            async with asyncio.timeout(self.clock.real_seconds(self.ack_timeout_s)):
-                return await waiter
-        except TimeoutError as exc:
-            raise DeviceTimeoutError(
-                f"{self.transport.name}: no ack for {message.TYPE.name} in {self.ack_timeout_s} s"
-            ) from exc
-        finally:
-            self._pending.pop(seq, None)
 
     async def _write_stop(self) -> bool:
         """STOP with response where supported; True once the device acks all-zero."""
@@ -315,9 +271,9 @@ class MassagerLink:
             caps is None or CapabilityFlags.WRITE_WITH_RESPONSE in caps.flags
         )
         try:
-            ack = await self._request(Stop(), response=with_response)
+            ack = await self._exchange.request(Stop(), response=with_response)
         except DeviceTimeoutError:
-            await self._send(Stop())  # the ack may be what was lost; say it once more
+            await self._exchange.send(Stop())  # the ack may be what was lost; say it once more
             return False
         if isinstance(ack, Ack) and not any(ack.levels):
             self.commanded = (0,) * self.zones
@@ -326,16 +282,17 @@ class MassagerLink:
 
     async def _handshake(self) -> None:
         """Zero first, then HELLO → CAPABILITIES, then the watchdog period (lossy-link safe)."""
-        await self._send(Stop(), response=False)  # S5: first frame on any (re)connect is zero
+        # S5: the first frame on any (re)connect is zero
+        await self._exchange.send(Stop(), response=False)
         self.commanded = (0,) * len(self.commanded)
-        caps = await self._hello()
+        caps = await self._exchange.hello(HANDSHAKE_ATTEMPTS)
         self.health.expect_status(self.clock.now())  # STATUS is due within a period from now
         first = self.capabilities is None
         self.capabilities = caps
         if first or len(self._desired) != caps.zones:
             self._desired = self.commanded = (0,) * caps.zones
         if caps.has_watchdog:
-            await self._request(
+            await self._exchange.request(
                 SetWatchdog(round(self.watchdog_s * 1000)), attempts=HANDSHAKE_ATTEMPTS
             )
         elif first:
@@ -351,22 +308,6 @@ class MassagerLink:
                 failsafe=self.failsafe,
             )
 
-    async def _hello(self) -> Capabilities:
-        loop = asyncio.get_running_loop()
-        for _ in range(HANDSHAKE_ATTEMPTS):
-            self._caps_waiter = loop.create_future()
-            try:
-                await self._send(Hello())
-                async with asyncio.timeout(self.clock.real_seconds(self.ack_timeout_s)):
-                    return await self._caps_waiter
-            except TimeoutError:
-                continue  # the answer may be what was lost
-            finally:
-                self._caps_waiter = None
-        raise DeviceTimeoutError(
-            f"{self.transport.name}: no answer to HELLO after {HANDSHAKE_ATTEMPTS} tries"
-        )
-
     async def _writer(self) -> None:
         """Send the latest wanted levels; intermediate values are dropped (coalesced)."""
         while True:
@@ -378,7 +319,7 @@ class MassagerLink:
             if self.latched and any(levels):
                 continue
             try:
-                await self._send(SetIntensity(levels))
+                await self._exchange.send(SetIntensity(levels))
             except (MassagerError, TimeoutError) as exc:
                 _LOGGER.debug("%s: intensity write failed: %s", self.transport.name, exc)
                 continue
@@ -392,7 +333,7 @@ class MassagerLink:
     async def _heartbeat(self) -> None:
         """Keep the device watchdog fed while output is non-zero; stops when this loop stalls."""
         while True:
-            due = self._last_sent + self.heartbeat_s
+            due = self._exchange.last_sent + self.heartbeat_s
             await self.clock.sleep(max(due - self.clock.now(), self.heartbeat_s / 10))
             if self.state != LinkState.READY:
                 continue
@@ -404,9 +345,9 @@ class MassagerLink:
                 continue
             if not (any(self.commanded) or any(self.applied)):
                 continue
-            if self.clock.now() - self._last_sent >= self.heartbeat_s * 0.9:
+            if self.clock.now() - self._exchange.last_sent >= self.heartbeat_s * 0.9:
                 with contextlib.suppress(MassagerError, TimeoutError):
-                    await self._send(Heartbeat())
+                    await self._exchange.send(Heartbeat())
 
     async def _liveness(self) -> None:
         """S9: a device that stops sending STATUS while the link stays up is a lost device."""
@@ -446,12 +387,11 @@ class MassagerLink:
             return
         match frame.message:
             case Capabilities() as caps:
-                if self._caps_waiter is not None and not self._caps_waiter.done():
-                    self._caps_waiter.set_result(caps)
+                self._exchange.capabilities(caps)
             case Ack(acked_seq=seq, levels=levels) as ack:
                 self._check_applied(levels, "ack")
                 self.applied = levels
-                self._resolve(seq, ack)
+                self._exchange.answer(seq, ack)
             case Nack(acked_seq=seq, acked_type=acked_type, code=code, levels=levels) as nack:
                 self.nacks += 1
                 self.applied = levels
@@ -460,20 +400,7 @@ class MassagerLink:
                     "%s: device refused %s: %s", self.transport.name, type_name, code.name
                 )
                 self._emit("nack", frame_type=str(type_name), code=code.name)
-                if seq in self._pending:
-                    self._resolve(seq, nack)
-                elif (
-                    self._caps_waiter is not None
-                    and not self._caps_waiter.done()
-                    and acked_type == FrameType.HELLO
-                ):
-                    self._caps_waiter.set_exception(
-                        DeviceRejectedError(
-                            f"{self.transport.name}: HELLO refused: {code.name}",
-                            code=code,
-                            frame_type=acked_type,
-                        )
-                    )
+                self._exchange.answer(seq, nack)
             case Status() as status:
                 self._on_status(status)
             case ButtonPress():
@@ -483,21 +410,6 @@ class MassagerLink:
                 self._on_fault(fault.code, fault.detail)
             case _:
                 self._malformed(f"unexpected {frame.message.TYPE.name} from the device")
-
-    def _resolve(self, seq: int, message: Message) -> None:
-        waiter = self._pending.get(seq)
-        if waiter is None or waiter.done():
-            return
-        if isinstance(message, Nack):
-            waiter.set_exception(
-                DeviceRejectedError(
-                    f"{self.transport.name}: device refused frame {seq}: {message.code.name}",
-                    code=message.code,
-                    frame_type=message.acked_type,
-                )
-            )
-        else:
-            waiter.set_result(message)
 
     def _on_status(self, status: Status) -> None:
         self.applied = status.levels
@@ -554,13 +466,7 @@ class MassagerLink:
         self.health.forget()
         _LOGGER.warning("%s: link lost; output latched off", self.transport.name)
         self._emit("link_lost")
-        for waiter in self._pending.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionLostError(f"{self.transport.name}: link lost"))
-        if self._caps_waiter is not None and not self._caps_waiter.done():
-            self._caps_waiter.set_exception(
-                ConnectionLostError(f"{self.transport.name}: link lost")
-            )
+        self._exchange.fail_all(ConnectionLostError(f"{self.transport.name}: link lost"))
         if self.reconnect_policy.attempts > 0:
             self._reconnecting = self._spawn(self._reconnect(), "reconnect")
 

@@ -1,7 +1,7 @@
 """Home Assistant MQTT discovery: one device-based payload per massager (HA 2024.11+).
 
 Published retained to `homeassistant/device/<id>/config`; an empty retained payload removes the
-device. Entities read the contract topics (DESIGN.md section 3) directly, so HA needs nothing
+device. Entities read the contract topics (docs/mqtt.md) directly, so HA needs nothing
 from us but this one message. Entity ids come from `default_entity_id` (`object_id` stops
 working in HA 2026.4). Only the least-privilege commands are exposed (S8): stop and a 0-10
 discomfort rating; nothing here can raise output.
@@ -151,6 +151,17 @@ def discovery_payload(
         "profile": state("profile", "Profile", "{{ value_json.profile or 'none' }}"),
         "stop_reason": state(
             "stop_reason", "Stop reason", "{{ value_json.stop_reason or 'none' }}"
+        ),
+        # After a stop: did the device acknowledge zero? "none" until the first stop.
+        "stop_confirmed": state(
+            "stop_confirmed",
+            "Stop confirmed",
+            # Absent from the JSON until the first stop (payloads leave out nulls).
+            "{% set c = value_json.stop_confirmed | default(none) %}"
+            "{{ 'none' if c is none else ('yes' if c else 'no') }}",
+            device_class="enum",
+            options=["yes", "no", "none"],
+            icon="mdi:check-decagram",
         ),
         "stop": entity(
             "button",

@@ -1,4 +1,4 @@
-"""MQTT topic names (DESIGN.md section 3): other programs subscribe to exactly these."""
+"""MQTT topic names (the contract in docs/mqtt.md): other programs subscribe to exactly these."""
 
 from __future__ import annotations
 

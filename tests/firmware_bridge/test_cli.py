@@ -1,8 +1,9 @@
-"""The `massager` command: the DESIGN.md contract, bad input, and signals to a real process."""
+"""The `massager` command: the documented contract, bad input, and signals to a real process."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.cli import main
+from tests.brokers import Mosquitto
 
 GOOD_PROFILE = """
 name = "mine"
@@ -211,3 +213,147 @@ def test_no_device_or_no_bluetooth_is_one_line(
     assert "Traceback" not in err
     if code:
         assert len([line for line in err.splitlines() if "massager: error:" in line]) == 1
+
+
+DEEP = "[" * 3000 + "]" * 3000  # 6 KB; tomllib recurses once per level
+HOSTILE_CONFIGS = [
+    ("binary", b"\x00\xff\xfe\x01" * 64, "not UTF-8"),
+    ("not-a-table", "mqtt = 5\n", "needs an [mqtt] table"),
+    ("list-ca", '[mqtt]\nurl = "mqtt://h"\nca_file = ["a"]\n', "ca_file must be a"),
+    ("number-password", '[mqtt]\nurl = "mqtt://h"\npassword = 12345\n', "password must be a"),
+    ("typo", '[mqtt]\nurl = "mqtt://h"\npasword = "x"\n', "unknown key 'pasword'"),
+    ("deep", f'[mqtt]\nurl = "mqtt://h"\nx = {DEEP}\n', "nested too deeply"),
+    ("bad-url", '[mqtt]\nurl = "mqtt://[::1"\n', "not a valid URL"),
+]
+
+
+def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    started = time.monotonic()
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert time.monotonic() - started < 5.0  # refused at once: no device, no broker touched
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("massager: error:")]
+    assert len(errors) == 1, err
+    assert "Playing" not in err  # before any session started
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"), HOSTILE_CONFIGS, ids=[c[0] for c in HOSTILE_CONFIGS]
+)
+@pytest.mark.parametrize("command", ["run", "monitor", "stop"])
+def test_hostile_mqtt_config_files_are_one_line(
+    tmp_path: Path,
+    name: str,
+    text: str | bytes,
+    message: str,
+    command: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = broken(tmp_path, f"{name}.toml", text)
+    argv = {
+        "run": ["run", "relax", "--sim", "--mqtt-config", path],
+        "monitor": ["monitor", "--once", "--mqtt-config", path],
+        "stop": ["stop", "--all", "--mqtt-config", path],
+    }[command]
+    assert message in _one_line_exit_2(argv, capsys)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_a_config_that_is_not_a_regular_file_never_hangs(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.toml"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")  # read whole, it would fill memory
+    line = _one_line_exit_2(["run", "relax", "--sim", "--mqtt-config", str(path)], capsys)
+    assert "not a regular file" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mqtt", "mqtt://[::1"], "not a valid URL"),
+        (["--mqtt", "mqtt://" + "a" * 300 + ":1883"], "host name is too long"),
+        (["--mqtt", "mqtt://exa mple"], "is not valid"),
+        (["--topic-prefix", "#"], "topic prefix '#'"),
+        (["--topic-prefix", "a/+/b"], "topic prefix"),
+    ],
+)
+def test_hostile_broker_flags_are_refused_before_the_device_connects(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert message in _one_line_exit_2(["run", "relax", "--sim", *flags], capsys)
+
+
+def test_a_deeply_nested_profile_is_one_line_in_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = broken(tmp_path, "deep.toml", f'name = "x"\nsegments = {DEEP}\n')
+    assert "nested too deeply" in _one_line_exit_2(["run", path, "--sim"], capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "relax", "--hci", "bogus:x"],
+        ["run", "relax", "--hci", "usb:0"],
+        ["run", "relax", "--hci", "serial:/dev/nonexistent"],
+        ["run", "relax", "--hci", "tcp-client:127.0.0.1:1"],
+        ["scan", "--hci", "tcp-client:127.0.0.1:1", "--timeout", "0.5"],
+        ["scan", "--hci", "usb:0", "--timeout", "0.5"],
+    ],
+)
+def test_an_hci_transport_that_will_not_open_is_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("massager: error:")]
+    assert len(errors) == 1, err
+    assert f"--hci {argv[argv.index('--hci') + 1]}: " in errors[0]
+
+
+def test_an_unusable_data_dir_with_mqtt_on_still_runs_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto: Mosquitto
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the data directory should be\n")
+    monkeypatch.setenv("MASSAGER_DATA_DIR", str(blocker / "data"))
+    proc = massager(
+        "run", "relax", "--sim", "--sim-tier", "memory", "--speed", "200", "--json",
+        "--max-minutes", "0.5", "--mqtt", mosquitto.url,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["stop_reason"] == "timeout"
+    assert summary["journal"] == "off"
+    assert summary["sim"]["final_levels"] == [0, 0, 0]
+    about_disk = [line for line in err.splitlines() if str(blocker) in line]
+    assert len(about_disk) == 2, err  # the journal and the outbox: once each, not per line
+
+
+def test_the_default_session_limit_is_15_minutes(tmp_path: Path) -> None:
+    long = GOOD_PROFILE.replace("duration_s = 60", "duration_s = 1200")  # 20 minutes
+    proc = massager(
+        "run", broken(tmp_path, "long.toml", long), "--sim", "--sim-tier", "memory",
+        "--speed", "600", "--json", "--mqtt", "off",
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["stop_reason"] == "timeout"
+    assert summary["duration_s"] == pytest.approx(900, abs=3)

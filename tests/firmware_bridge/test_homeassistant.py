@@ -137,7 +137,7 @@ def test_templates_render_percent_and_unknown() -> None:
     state = StatePayload(state="stopped", profile="heel-spur", stop_reason=None)
     values = {
         TOPICS.telemetry: json.loads(sample.model_dump_json()),
-        TOPICS.state: json.loads(state.model_dump_json()),
+        TOPICS.state: json.loads(state.model_dump_json(exclude_none=True)),  # as published
     }
     rendered = {
         key: environment.from_string(c["value_template"]).render(
@@ -154,8 +154,14 @@ def test_templates_render_percent_and_unknown() -> None:
     assert rendered["discomfort"] == "None"  # the number's default payload_reset
     assert rendered["state"] == "stopped"
     assert rendered["stop_reason"] == "none"
+    assert rendered["stop_confirmed"] == "none"  # no stop yet: the field is left out
     command = payload()["cmps"]["discomfort"]["command_template"]
     assert environment.from_string(command).render(value=7.0) == "7"
+    confirmed = payload()["cmps"]["stop_confirmed"]["value_template"]
+    for value, shown in ((True, "yes"), (False, "no")):
+        after = StatePayload(state="stopped", stop_reason="remote_stop", stop_confirmed=value)
+        as_sent = json.loads(after.model_dump_json(exclude_none=True))  # what the broker carries
+        assert environment.from_string(confirmed).render(value_json=as_sent) == shown
 
 
 def test_discovery_topic_and_removal() -> None:

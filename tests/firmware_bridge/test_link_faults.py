@@ -149,6 +149,7 @@ async def test_an_ack_reporting_levels_above_the_maximum_is_a_fault_stop(rig: Ri
         lying_ack = Ack(0, FrameType.SET_INTENSITY, (25, 5, 5))  # firmware bug: 25 > 20
         rig.massager.on_notify(encode(lying_ack, 200))  # a real notification over the link
         await until(lambda: link.stop_reason == StopReason.FAULT)
+        await until(lambda: "stop" in rig.kinds())  # announced once zero is written
         stop = next(e for e in rig.events if e.kind == "stop")
         assert stop.detail["problem"] == "out-of-range ack"
         await until(lambda: rig.firmware.levels == (0, 0, 0))

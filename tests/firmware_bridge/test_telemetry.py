@@ -1,4 +1,4 @@
-"""Telemetry over a real broker (mosquitto on loopback): the DESIGN.md topic contract, S8, S10.
+"""Telemetry over a real broker (mosquitto on loopback): the topic contract (docs/mqtt.md), S8, S10.
 
 Sessions run the real runner, link and simulator (tier 1, sped up); commands come from a
 separate MQTT client, exactly as `massager stop` or Home Assistant would send them.
@@ -424,3 +424,53 @@ async def test_a_failing_command_handler_does_not_end_command_handling(
     await until(lambda: len(calls) > before)  # the next stop still arrives
     await publisher.close()
     await asyncio.wait_for(serving, 5)
+
+
+async def test_a_publisher_error_of_any_kind_is_an_outage_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library user can build settings the CLI would refuse: paho then raises ValueError or
+    UnicodeError, not OSError. Telemetry says so once and the session is unaffected."""
+    bad = BrokerSettings(host="a" * 300, port=1883)  # past the CLI's validation
+    topics = Topics("odd")
+    async with open_rig("memory", speed=20) as rig:
+        async with published_session(rig, bad, topics, tmp_path, seconds=10) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            record = await running
+    assert record.stop_reason == StopReason.COMPLETED
+    assert publisher.stats.outages >= 1
+    assert publisher.stats.last_error
+    outage_warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(outage_warnings) == 1
+
+
+async def test_remote_commands_never_undo_a_local_limit(tmp_path: Path) -> None:
+    """S8 through the real wiring (handlers as the Publisher calls them, no broker needed):
+    a remote low rating does not release a local hold, a lowered cap is not raised again."""
+    publisher = Publisher(BrokerSettings(host="127.0.0.1"), Topics("wiring"))
+    async with open_rig("memory", speed=20) as rig, rig.link() as link:
+        telemetry = SessionTelemetry(profile="test", cap=6, publisher=publisher)
+        session = Session(link, profile(60), SafetySettings(cap=6))
+        telemetry.attach(session)
+        handlers = publisher.handlers
+        assert handlers is not None
+        assert handlers.cap is not None
+        running = asyncio.create_task(session.run())
+        await until(lambda: session.governor is not None and session.governor.envelope > 0.1)
+        governor = session.governor
+        assert governor is not None
+        session.report_discomfort(5)  # the person, locally: hold
+        assert governor.holding
+        assert handlers.discomfort(0) is None  # accepted as a rating ...
+        assert governor.holding  # ... but it does not release the person's hold
+        assert handlers.cap(2) is None
+        assert handlers.cap(5) == "raising the cap remotely is not enabled"
+        assert governor.cap == 2
+        stopping = session.request_stop(StopReason.USER_STOP)
+        assert governor.stopped  # latched before the stop task even ran (S3)
+        assert (await stopping).confirmed
+        await running
