@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -329,3 +331,33 @@ def writer() -> DurableWriter:
         if _writer is None:
             _writer = DurableWriter()
         return _writer
+
+
+# --- reading back what we wrote (journals, outboxes): bounded, never blocking -----------------
+
+
+def read_start(path: Path, max_bytes: int) -> tuple[bytes, bool]:
+    """Up to `max_bytes` of whole lines from the start of `path`, and whether there was more.
+
+    Never opens a FIFO or device (that could block the caller forever) and never follows a
+    symlink. Raises OSError (EINVAL for anything that is not a regular file).
+    """
+    if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block an open(); don't open it
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read(max_bytes + 1)
+    if len(data) <= max_bytes:
+        return data, False
+    return data[: data.rfind(b"\n", 0, max_bytes) + 1], True
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """A line as a JSON object, or None (not UTF-8, not JSON, nested too deep, not an object)."""
+    try:
+        item = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return item if isinstance(item, dict) else None

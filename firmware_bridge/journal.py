@@ -15,17 +15,15 @@ written. The summary is also appended at the end (where readers before the slot 
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import json
 import os
-import stat
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
 
-from firmware_bridge.durable import private_dir, tighten, writer
+from firmware_bridge.durable import json_object, private_dir, read_start, tighten, writer
 from firmware_bridge.record import Event, Sample, SessionRecord
 
 ENV_DATA_DIR = "MASSAGER_DATA_DIR"
@@ -168,7 +166,7 @@ def history(directory: Path | None = None) -> list[dict[str, Any]]:
 
 def _session(path: Path) -> dict[str, Any]:
     try:
-        data, truncated = _read_start(path)
+        data, truncated = read_start(path, MAX_JOURNAL_BYTES)
     except OSError as exc:
         return {"file": path.name, "error": exc.strerror or str(exc)}
     header: dict[str, Any] = {}
@@ -178,7 +176,7 @@ def _session(path: Path) -> dict[str, Any]:
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
-        item = _object(raw)
+        item = json_object(raw)
         if item is None:
             skipped += 1  # not ours, or a torn last line after a crash
             continue
@@ -202,26 +200,3 @@ def _session(path: Path) -> dict[str, Any]:
     if truncated:
         entry["truncated"] = True
     return entry
-
-
-def _read_start(path: Path) -> tuple[bytes, bool]:
-    """Up to MAX_JOURNAL_BYTES of whole lines, and whether there was more."""
-    if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block an open(); don't open it
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        data = handle.read(MAX_JOURNAL_BYTES + 1)
-    if len(data) <= MAX_JOURNAL_BYTES:
-        return data, False
-    return data[: data.rfind(b"\n", 0, MAX_JOURNAL_BYTES) + 1], True
-
-
-def _object(raw: bytes) -> dict[str, Any] | None:
-    """A line as a JSON object, or None (not UTF-8, not JSON, nested too deep, not an object)."""
-    try:
-        item = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-    return item if isinstance(item, dict) else None

@@ -70,6 +70,7 @@ class Session:
         self._t0 = 0.0
         self.control_lateness_s: list[float] = []  # how late each control tick ran (real s)
         self._stop_task: asyncio.Task[StopResult] | None = None
+        self.stop_requested: StopReason | None = None  # the first stop, even before run()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -83,6 +84,7 @@ class Session:
         Returns whether the device confirmed zero; a stop on an already stopped session writes
         zero again and is confirmed afresh.
         """
+        self.stop_requested = self.stop_requested or reason
         if self.governor is not None:
             self.governor.stop(reason)
         result = await self.link.stop(reason)
@@ -92,6 +94,7 @@ class Session:
     def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> asyncio.Task[StopResult]:
         """`stop()` for synchronous callers (signal handlers, callbacks); await the task for
         the device's confirmation. A stop already under way is shared, not repeated."""
+        self.stop_requested = self.stop_requested or reason  # run() will not start after this
         if self.governor is not None:
             self.governor.stop(reason)  # latched synchronously: no further tick can raise output
         if self._stop_task is None or self._stop_task.done():
@@ -152,11 +155,18 @@ class Session:
         link, governor = self.link, self.governor
         if governor is None:
             raise RuntimeError("no governor")
+        if self.stop_requested is not None:  # stopped before it started (S3): never starts
+            self._event("refused", problem=f"stopped before starting ({self.stop_requested})")
+            governor.stop(self.stop_requested)
+            return False
         try:
             await link.start()
         except MassagerError as exc:
             self._event("refused", problem=str(exc))
             governor.stop(link.stop_reason or StopReason.FAULT)
+            return False
+        if self.stop_requested is not None:  # requested while the link was starting
+            governor.stop(self.stop_requested)
             return False
         self._t0 = self.clock.now()
         governor.start(self._t0)

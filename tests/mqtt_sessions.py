@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_bridge.device import DeviceLimits
 from firmware_bridge.journal import Journal
 from firmware_bridge.record import SessionRecord
 from firmware_bridge.runner import Session
@@ -109,6 +110,7 @@ async def published_session(
     seconds: float = 40,
     remote_control: bool = False,
     outbox: Path | None = None,
+    limits: DeviceLimits | None = None,
 ) -> AsyncIterator[tuple[Session, SessionTelemetry, asyncio.Task[SessionRecord], Publisher]]:
     """A session on `rig` publishing to `settings`; the profile ramps up over `seconds`."""
     publisher = Publisher(
@@ -118,7 +120,7 @@ async def published_session(
         remote_control=remote_control,
     )
     pub_task = asyncio.create_task(publisher.run())
-    async with rig.link() as link:
+    async with rig.link(limits=limits) as link:
         telemetry = SessionTelemetry(
             profile="test",
             cap=cap,

@@ -19,6 +19,7 @@ from firmware_bridge.cli.telemetry_setup import (
     session_telemetry,
 )
 from firmware_bridge.device import MassagerLink, StopReason
+from firmware_bridge.durable import writer
 from firmware_bridge.errors import (
     DeviceConnectionError,
     DeviceIdInUseError,
@@ -237,6 +238,9 @@ async def _run_device(
     except MassagerError as exc:
         _error(f"device problem: {exc}")
         return EXIT_FAULT
+    # Whatever the publisher popped from the outbox while closing is on the disk before exit
+    # (the durable writer is a daemon thread: the interpreter would not wait for it).
+    await asyncio.to_thread(writer().flush)
     if massager is not None:
         extra["sim"] = {
             "final_levels": list(massager.firmware.levels),

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from firmware_bridge.cli.mqtt_options import add_broker_arguments, settings_from_args
@@ -26,7 +25,8 @@ EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 DISCOVER_MAX_S = 1.0  # retained availability follows the SUBACK at once; never wait longer
 DISCOVER_QUIET_S = 0.25  # ... and stop as soon as the broker has been quiet this long
-MAX_EVENT_CHARS = 4096  # larger messages on an events topic are skipped unparsed
+MAX_MESSAGE_BYTES = 16 * 1024  # ours are a few hundred bytes; bigger ones are skipped unread
+SECOND_ANSWER_S = 0.3  # after every device answered, wait this long for a second controller
 DEFAULT_WAIT_S = 5.0  # a controller answers within its device's ack timeout (1 s) + the broker
 
 
@@ -36,20 +36,23 @@ class Outcome:
 
     device_id: str
     availability: str | None  # None: nothing on this broker ever announced the id
-    answer: dict[str, Any] | None = None
+    answers: list[dict[str, Any]] = field(default_factory=list)  # one per controller
 
     @property
     def confirmed(self) -> bool:
-        return bool(self.answer and self.answer.get("stop_confirmed") is True)
+        """Every controller that answered says its device acknowledged zero."""
+        return bool(self.answers) and all(a.get("stop_confirmed") is True for a in self.answers)
 
     def line(self, wait_s: float) -> str:
-        answer, name = self.answer, self.device_id
-        if answer is not None and self.confirmed:
-            latency = answer.get("latency_ms")
+        name = self.device_id
+        if self.confirmed:
+            latency = self.answers[0].get("latency_ms")
             took = f" in {latency:g} ms" if isinstance(latency, int | float) else ""
-            return f"{name}: stopped; the device confirmed zero{took}"
-        if answer is not None:
-            why = answer.get("problem") or "the device did not acknowledge zero"
+            many = f" ({len(self.answers)} controllers)" if len(self.answers) > 1 else ""
+            return f"{name}: stopped; the device confirmed zero{took}{many}"
+        if self.answers:
+            bad = next(a for a in self.answers if a.get("stop_confirmed") is not True)
+            why = bad.get("problem") or "the device did not acknowledge zero"
             return f"{name}: stop sent but NOT confirmed ({why}); its watchdog is the backstop"
         if self.availability is None:
             return f"{name}: unknown on this broker (no controller has announced it)"
@@ -72,54 +75,87 @@ async def _until_quiet(client: Any, *, max_s: float, quiet_s: float) -> AsyncIte
         yield message
 
 
-def _text(payload: object) -> str:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload).decode("utf-8", "replace")
-    return str(payload or "")
+def _text(payload: object, limit: int = MAX_MESSAGE_BYTES) -> str | None:
+    """A payload as text, or None when it is too big to be one of ours (never decoded)."""
+    raw = payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+    if len(raw) > limit:
+        return None
+    return bytes(raw).decode("utf-8", "replace")
 
 
-async def _availability(client: Any, prefix: str, device_id: str | None) -> dict[str, str]:
-    """The retained availability of one device, or of every device under `prefix`."""
-    topic = Topics(device_id, prefix).availability if device_id else f"{prefix}/+/availability"
-    await client.subscribe(topic, qos=1)
-    seen: dict[str, str] = {}
+async def _retained(
+    client: Any, prefix: str, device_id: str | None
+) -> tuple[dict[str, str], set[str]]:
+    """Retained availability per device, and the devices whose state says a session runs.
+
+    A controller whose main connection dropped is `offline` here while its stop lane may still
+    obey, so a running state counts as a target for `--all` too.
+    """
+    device = device_id or "+"
+    topics = [f"{prefix}/{device}/availability", f"{prefix}/{device}/state"]
+    for topic in topics:
+        await client.subscribe(topic, qos=1)
+    availability: dict[str, str] = {}
+    running: set[str] = set()
     async for message in _until_quiet(client, max_s=DISCOVER_MAX_S, quiet_s=DISCOVER_QUIET_S):
         parts = split(str(message.topic), prefix)
-        if parts is not None and parts[1] == "availability" and valid_device_id(parts[0]):
-            seen[parts[0]] = _text(message.payload)
-    await client.unsubscribe(topic)
-    return seen
+        text = _text(message.payload)
+        if parts is None or text is None or not valid_device_id(parts[0]):
+            continue
+        if parts[1] == "availability":
+            availability[parts[0]] = text
+        elif parts[1] == "state":
+            try:
+                state = json.loads(text)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(state, dict) and state.get("state") in {"running", "paused"}:
+                running.add(parts[0])
+    for topic in topics:
+        await client.unsubscribe(topic)
+    return availability, running
+
+
+def _answer(message: Any, prefix: str, request_id: str) -> tuple[str, dict[str, Any]] | None:
+    """(device id, stop_result) if `message` answers our request, else None."""
+    parts = split(str(message.topic), prefix)
+    text = _text(message.payload)
+    if parts is None or parts[1] != "events" or text is None:
+        return None
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError):  # anyone may publish on an events topic
+        return None
+    if (
+        isinstance(event, dict)
+        and event.get("type") == "stop_result"
+        and event.get("request_id") == request_id
+    ):
+        return parts[0], event
+    return None
 
 
 async def _answers(
     client: Any, prefix: str, request_id: str, outcomes: dict[str, Outcome], wait_s: float
 ) -> None:
-    """Collect `stop_result` events for `request_id` until every outcome has one, or timeout."""
-    waiting = {o.device_id for o in outcomes.values() if o.availability == "online"}
-    if not waiting:
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait_s):
-            async for message in client.messages:
-                parts = split(str(message.topic), prefix)
-                if parts is None or parts[1] != "events" or parts[0] not in outcomes:
-                    continue
-                raw = _text(message.payload)
-                if len(raw) > MAX_EVENT_CHARS:
-                    continue  # a stop_result is a few hundred bytes; anything else is not ours
-                try:
-                    event = json.loads(raw)
-                except (ValueError, RecursionError):  # anyone may publish on an events topic
-                    continue
-                if (
-                    isinstance(event, dict)
-                    and event.get("type") == "stop_result"
-                    and event.get("request_id") == request_id
-                ):
-                    outcomes[parts[0]].answer = event
-                    waiting.discard(parts[0])
-                    if not waiting:
-                        return
+    """Collect every `stop_result` for `request_id` until each device answered (plus a short
+    grace for a second controller on the same id), or `wait_s` passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    answered_at: dict[str, float] = {}
+    messages = aiter(client.messages)
+    while (now := loop.time()) < deadline:
+        if len(answered_at) == len(outcomes):
+            deadline = min(deadline, max(answered_at.values()) + SECOND_ANSWER_S)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - now)):
+                message = await anext(messages)
+        except TimeoutError:
+            return
+        found = _answer(message, prefix, request_id)
+        if found is not None and found[0] in outcomes:
+            outcomes[found[0]].answers.append(found[1])
+            answered_at.setdefault(found[0], loop.time())
 
 
 async def stop_devices(
@@ -134,21 +170,23 @@ async def stop_devices(
     request_id = secrets.token_hex(8)
     identifier = f"massager-stop-{secrets.token_hex(4)}"
     async with make_client(settings, identifier=identifier) as client:
-        seen = await _availability(client, prefix, device_id)
+        availability, running = await _retained(client, prefix, device_id)
         if device_id is not None:
             targets = [device_id]
         else:
-            targets = sorted(d for d, state in seen.items() if state == "online")
+            online = {d for d, state in availability.items() if state == "online"}
+            targets = sorted(online | running)
             if not every and len(targets) != 1:
                 which = f"{len(targets)} online ({', '.join(targets)})" if targets else "none"
                 return f"which massager? {which}: use --device-id ID or --all"
-        outcomes = {d: Outcome(d, seen.get(d)) for d in targets}
+        outcomes = {d: Outcome(d, availability.get(d)) for d in targets}
         for target in targets:  # listen before speaking: the answer can come back at once
             await client.subscribe(Topics(target, prefix).events, qos=1)
         body = json.dumps({"request_id": request_id, "ts": round(time.time(), 3)})
-        for target in targets:  # an explicit target gets the stop even if it looks offline
+        for target in targets:  # every target gets the stop, whatever its availability says
             await client.publish(Topics(target, prefix).command("stop"), body, qos=1)
-        await _answers(client, prefix, request_id, outcomes, wait_s)
+        if targets:
+            await _answers(client, prefix, request_id, outcomes, wait_s)
     return list(outcomes.values())
 
 

@@ -21,7 +21,7 @@ from firmware_bridge.telemetry.outbox import Outbox
 from firmware_bridge.telemetry.publisher import Publisher
 from firmware_bridge.telemetry.topics import Topics, valid_device_id
 
-PUBLISHER_CLOSE_S = 3.0  # at the end, how long the final state and queued events may take
+PUBLISHER_CLOSE_S = 5.0  # the publisher's own close is bounded at 3 s (flush 2 s, offline 1 s)
 CLAIM_WAIT_S = 3.0  # before the session, how long to wait for the broker's claim check
 DEFAULT_EMBEDDED_PORT = 1883
 
@@ -53,7 +53,7 @@ def broker_settings(args: argparse.Namespace) -> tuple[str, BrokerSettings | Non
     """('off' | 'embedded' | 'url', settings). Raises BrokerURLError for a bad URL or file,
     ValueError for a bad topic prefix: both before any device is touched."""
     check_prefix(args.prefix)
-    if args.mqtt_config:
+    if args.mqtt_config and (args.mqtt or "").strip().lower() != "off":  # off means off
         return "url", settings_from_args(args, "")
     choice = choose_broker(args.mqtt, sim=args.sim)
     if choice.kind != "url" or choice.settings is None:

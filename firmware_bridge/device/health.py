@@ -14,6 +14,7 @@ STATUS_PERIOD_S = 1.0  # protocol v1: a device sends STATUS at least once a seco
 SILENT_PERIODS = 3  # this many missing STATUS periods and the device counts as lost
 MIN_REAL_SILENCE_S = 0.5  # on a sped-up clock, never call a device silent in less real time
 # than this: a busy two-core machine stalls the loop for tens of ms (see sim MIN_REAL_WATCHDOG_S)
+MIN_REAL_STALE_S = 0.25  # likewise for flagging shown values as stale
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class DeviceLimits:
 
     @property
     def silence_s(self) -> float:
-        """No STATUS for this long (clock seconds) means the device is lost (S9)."""
-        return self.status_period_s * self.silent_periods
+        """No STATUS for this long (clock seconds) means the device is lost (S9): the missing
+        periods plus half of one, so a device at exactly 1 Hz is not lost after two misses."""
+        return self.status_period_s * (self.silent_periods + 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class DeviceHealth:
         self.limits = limits or DeviceLimits()
         # Clock seconds: at --speed X the same real-time floor is X times more clock time.
         self.silence_s = max(self.limits.silence_s, MIN_REAL_SILENCE_S * speed)
+        self.stale_s = max(2 * self.limits.status_period_s, MIN_REAL_STALE_S * speed)
         self.last_status_at: float | None = None
         self.silent = False  # latched until the next STATUS arrives
         self._malformed_times: list[float] = []
@@ -67,7 +70,7 @@ class DeviceHealth:
     def stale(self, now: float) -> bool:
         """True when the last STATUS is older than two periods (values shown may be stale)."""
         age = self.status_age(now)
-        return self.silent or (age is not None and age > 2 * self.limits.status_period_s)
+        return self.silent or (age is not None and age > self.stale_s)
 
     def on_status(
         self,

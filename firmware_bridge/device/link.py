@@ -51,6 +51,7 @@ WATCHDOG_S = 1.5  # device zeroes output if no valid frame arrives within this (
 HEARTBEAT_S = 0.5  # ≥ 1 Hz while output is non-zero: three chances per watchdog period
 HANDSHAKE_ATTEMPTS = 5  # HELLO, SET_WATCHDOG are re-sent when its answer is lost on a lossy link
 ACK_TIMEOUT_S = 1.0  # an ack slower than this is treated as lost (stop is re-sent)
+RESTOPS = 3  # a latched device still reporting output gets this many more STOPs, then silence
 NO_WATCHDOG_MAX_FRACTION = 0.4  # S4: devices without a dead-man watchdog are limited to this
 
 
@@ -117,6 +118,7 @@ class MassagerLink:
         self._exchange = Exchange(transport, self.clock, ack_timeout_s=ack_timeout_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnecting: asyncio.Task[None] | None = None
+        self._restops_left = RESTOPS
         self._stop_requests = 0  # every stop request, even on an already latched link
         self._last_stop_request: StopReason | None = None
 
@@ -338,8 +340,11 @@ class MassagerLink:
             if self.state != LinkState.READY:
                 continue
             if self.latched:
-                # Never keep a latched device alive; if it still reports output, stop it again.
-                if any(self.applied) or any(self.commanded):
+                # Never keep a latched device alive; if it still reports output, stop it again,
+                # a few times: then fall silent, so its own watchdog zeroes a device that hears
+                # frames (which feed it) but does not obey them.
+                if (any(self.applied) or any(self.commanded)) and self._restops_left > 0:
+                    self._restops_left -= 1
                     with contextlib.suppress(MassagerError, TimeoutError):
                         await self._write_stop()
                 continue
@@ -374,8 +379,9 @@ class MassagerLink:
 
     @property
     def stale(self) -> bool:
-        """True when the device's last STATUS is older than two periods: shown values may lag."""
-        return self.health.stale(self.clock.now())
+        """True when applied levels, battery and temperature may lag: the last STATUS is older
+        than two periods, or the link is not up (they are from before it went)."""
+        return self.state != LinkState.READY or self.health.stale(self.clock.now())
 
     # -- internals: receiving --------------------------------------------------------------
 
@@ -504,6 +510,7 @@ class MassagerLink:
             return False
         self.latched = True
         self.stop_reason = reason
+        self._restops_left = RESTOPS
         return True
 
     def _announce(self, reason: StopReason, detail: dict[str, object] | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +23,10 @@ from firmware_bridge.telemetry.topics import Topics
 
 CLAIM_MAX_S = 1.0  # retained messages follow the SUBACK at once; never wait longer than this
 CLAIM_QUIET_S = 0.25  # ... and stop as soon as the broker has been quiet this long
+MAX_RETAINED_BYTES = 16 * 1024  # a state payload is a few hundred bytes
+FINISHED = frozenset({"stopped", "fault", "link_lost"})  # states no output follows
+
+_LOGGER = logging.getLogger(__name__)
 
 
 async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
@@ -37,7 +42,9 @@ async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
             async with asyncio.timeout(min(CLAIM_QUIET_S, left)):
                 message = await anext(aiter(client.messages))
             payload = message.payload
-            text = bytes(payload).decode("utf-8", "replace") if payload else ""
+            if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_RETAINED_BYTES:
+                continue  # ours are a few hundred bytes; a huge one is not a controller's
+            text = bytes(payload).decode("utf-8", "replace")
             if str(message.topic) == topics.availability:
                 availability = text
             elif str(message.topic) == topics.state:
@@ -50,6 +57,15 @@ async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
     other = state.session_id if state is not None else None
     if other == session_id:
         return  # our own claim, from before a reconnect
+    if state is not None and state.state in FINISHED:
+        # A session that ended is not running output; its controller may have been killed
+        # during its last seconds and left "online" behind. Take the id over, and say so.
+        _LOGGER.warning(
+            "MQTT: device id %r was left online by a finished session (%s); taking it over",
+            topics.device_id,
+            state.state,
+        )
+        return
     since = f" (session {other})" if other else ""
     raise DeviceIdInUseError(
         f"device id {topics.device_id!r} is already online on this broker{since}; stop that "

@@ -107,6 +107,7 @@ class RateLimit:
 def command_lane(
     *,
     is_stop: Callable[[str], bool],
+    is_command: Callable[[str], bool],
     on_stop: Callable[[Any], None],
     on_drop: Callable[[], None],
     limit: RateLimit,
@@ -116,18 +117,23 @@ def command_lane(
     aiomqtt puts each incoming message with `put_nowait` from the client's socket reader, on
     the event loop. A stop is handed to `on_stop` right there, before the next packet is read;
     other commands pass the rate limit and a free slot or go to `on_drop` (aiomqtt's own
-    full-queue path would discard whatever arrives next, a stop included).
+    full-queue path would discard whatever arrives next, a stop included). Messages that are
+    not commands (the claim check's retained state) only need a free slot: a flood of
+    commands must not make the claim check miss another controller's state.
     """
 
     class CommandLane(asyncio.Queue[Any]):
         def put_nowait(self, item: Any) -> None:
             try:
-                if is_stop(str(item.topic)):
+                topic = str(item.topic)
+                if is_stop(topic):
                     on_stop(item)
-                elif limit.allow(asyncio.get_running_loop().time()) and not self.full():
-                    super().put_nowait(item)
-                else:
+                elif self.full() or (
+                    is_command(topic) and not limit.allow(asyncio.get_running_loop().time())
+                ):
                     on_drop()
+                else:
+                    super().put_nowait(item)
             except Exception:  # raising here would tear down aiomqtt's socket reader
                 _LOGGER.exception("MQTT: incoming command failed")
 

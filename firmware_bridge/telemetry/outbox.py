@@ -18,11 +18,13 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from firmware_bridge.durable import private_dir, tighten, writer
+from firmware_bridge.durable import json_object, private_dir, read_start, tighten, writer
 
 _LOGGER = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000  # a 30-minute session produces a few hundred events; this is hours of outage
+MAX_OUTBOX_BYTES = 32 * 2**20  # 10,000 events are about 3 MB; more is not an outbox of ours
+MAX_CURSOR_BYTES = 32  # a line number
 
 
 class Outbox:
@@ -99,24 +101,32 @@ class Outbox:
         writer().flush()
 
     def _load(self, path: Path, cursor: Path) -> None:
-        """Events a previous run could not deliver are delivered first."""
+        """Events a previous run could not deliver are delivered first (at most `max_events`:
+        the rest are counted and reported, like any overflow)."""
         try:
-            self._consumed = int(cursor.read_text() or 0)
+            self._consumed = int(read_start(cursor, MAX_CURSOR_BYTES)[0] or 0)
         except (OSError, ValueError):
             self._consumed = 0
         try:
-            lines = path.read_bytes().splitlines()
-        except OSError:
+            data, truncated = read_start(path, MAX_OUTBOX_BYTES)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _LOGGER.warning("outbox: cannot read %s: %s", path, exc.strerror or exc)
             return
         damaged = 0
-        for line in lines[self._consumed :]:
-            try:
-                event = json.loads(line.decode("utf-8"))
-            except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested too deep
-                event = None
-            if isinstance(event, dict):
+        for line in data.splitlines()[self._consumed :]:
+            event = json_object(line)
+            if event is None:
+                damaged += 1
+            elif len(self._pending) <= self.max_events:  # + 1: an events_dropped report
                 self._pending.append(event)
             else:
-                damaged += 1
-        if damaged:
-            _LOGGER.warning("outbox: skipped %d damaged lines in %s", damaged, path)
+                self.dropped += 1  # reported as events_dropped with the next event
+        if damaged or truncated:
+            _LOGGER.warning(
+                "outbox: %s: skipped %d damaged lines%s",
+                path,
+                damaged,
+                f", read only its first {MAX_OUTBOX_BYTES // 2**20} MiB" if truncated else "",
+            )

@@ -23,12 +23,9 @@ import contextlib
 import json
 import logging
 import secrets
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_bridge.device.events import StopResult
 from firmware_bridge.errors import DeviceIdInUseError
 from firmware_bridge.telemetry.claim import check_claim
 from firmware_bridge.telemetry.commands import (
@@ -37,34 +34,22 @@ from firmware_bridge.telemetry.commands import (
     command_lane,
     command_value,
     rating,
-    stop_request_id,
 )
 from firmware_bridge.telemetry.mqtt import BrokerSettings, MqttError, Will, make_client
 from firmware_bridge.telemetry.outbox import Outbox
 from firmware_bridge.telemetry.payloads import EventPayload, StatePayload, TelemetryPayload, now_ts
+from firmware_bridge.telemetry.stops import CommandHandlers, StopDesk
 from firmware_bridge.telemetry.topics import COMMANDS, Topics
+
+__all__ = ["CommandHandlers", "Publisher", "PublisherStats"]
 
 _LOGGER = logging.getLogger(__name__)
 
 TELEMETRY_HZ = 2.0  # default telemetry rate; the contract asks for at least 1 Hz while running
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # reconnect backoff, then every 5 s
 CLOSE_FLUSH_S = 2.0  # on close, how long to try to deliver what is still queued
-STOP_ANSWER_S = 5.0  # a stop's outcome is known within the link's ack timeout; bounded anyway
-ANSWER_PUBLISH_S = 2.0  # publishing a stop_result on the stop lane, before the outbox takes it
-MAX_ANSWERS = 16  # stop_results being prepared at once; a flood of stops is acted on, not answered
-IDLESS_STOP_WINDOW_S = 0.5  # a stop without request id seen on both lanes is answered once
+OFFLINE_S = 1.0  # ... then how long "offline" may take (a dead broker publishes the will)
 DROP_REPORT_S = 5.0  # rate-limited commands are reported as one event at most this often
-REMEMBERED_REQUESTS = 256  # request ids already answered (the other lane sees each stop too)
-
-
-@dataclass
-class CommandHandlers:
-    """What commands do. `stop` returns the device's confirmation; the others None when
-    accepted, or a reason when refused."""
-
-    stop: Callable[[], Awaitable[StopResult]]
-    discomfort: Callable[[int], str | None]
-    cap: Callable[[int], str | None] | None = None  # lowering is always allowed
 
 
 @dataclass
@@ -75,8 +60,6 @@ class PublisherStats:
     published_telemetry: int = 0
     rejected_commands: int = 0
     accepted_commands: int = 0
-    stops_received: int = 0
-    stop_results: int = 0
     commands_dropped: int = 0  # rate-limited or overflowing (never a stop)
     last_error: str | None = None
     outages: int = 0
@@ -106,11 +89,13 @@ class Publisher:
         self.telemetry_period_s = 1.0 / telemetry_hz
         self.remote_control = remote_control
         self.discovery = discovery
-        self.handlers = handlers
         self.session_id = session_id or secrets.token_hex(6)
         # Unique per controller instance: two clients with one id evict each other forever.
         self.client_id = f"massager-{topics.device_id}-{secrets.token_hex(4)}"
         self.stats = PublisherStats()
+        self.stops = StopDesk(
+            topics, session_id=self.session_id, queue_event=self.event, reject=self._rejected
+        )
         self.connected = asyncio.Event()
         self.stop_lane_ready = asyncio.Event()
         self.conflict: str | None = None  # another live controller claims this device id
@@ -125,16 +110,27 @@ class Publisher:
         self._limit = RateLimit()
         self._lane = command_lane(
             is_stop=lambda topic: topic == topics.command("stop"),
-            on_stop=self._on_stop_message,
+            is_command=lambda topic: topic.startswith(topics.base + "/cmd/"),
+            on_stop=self.stops.on_message,
             on_drop=self._on_drop,
             limit=self._limit,
         )
-        self._stop_client: Any = None
-        self._answered: OrderedDict[str, None] = OrderedDict()
-        self._last_idless_stop = float("-inf")
-        self._answers: set[asyncio.Task[None]] = set()
         self._unreported_drops = 0
         self._last_drop_report = float("-inf")
+        self._close_deadline = float("inf")
+        self._reassert_online = False
+        self._claim_timed_out = False
+        if handlers is not None:
+            self.handlers = handlers
+
+    @property
+    def handlers(self) -> CommandHandlers | None:
+        return self.stops.handlers
+
+    @handlers.setter
+    def handlers(self, handlers: CommandHandlers | None) -> None:
+        """Attach a session; a stop heard before this is carried out now (S3)."""
+        self.stops.handlers = handlers
 
     # -- the session's side: never blocks, never raises -----------------------------------------
 
@@ -157,7 +153,8 @@ class Publisher:
                 await self._claim_decided.wait()
         if self.conflict is not None:
             raise DeviceIdInUseError(self.conflict)
-        return self._claim_decided.is_set()
+        self._claim_timed_out = not self._claim_decided.is_set()
+        return not self._claim_timed_out
 
     # -- the connections -------------------------------------------------------------------------
 
@@ -171,10 +168,12 @@ class Publisher:
             stop_lane.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stop_lane
-            await self._finish_answers()
+            await self.stops.finish()
 
     async def close(self) -> None:
         """Publish the final state, flush what the broker will take, go offline cleanly."""
+        if not self._closing:
+            self._close_deadline = asyncio.get_running_loop().time() + CLOSE_FLUSH_S
         self._closing = True
         self._closed.set()
         self._wake.set()
@@ -208,7 +207,7 @@ class Publisher:
                 )
                 async with client:
                     await client.subscribe(self.topics.command("stop"), qos=1)
-                    self._stop_client = client
+                    self.stops.client = client
                     self.stats.stop_lane_connects += 1
                     self.stop_lane_ready.set()
                     attempt = 0
@@ -219,7 +218,7 @@ class Publisher:
             except Exception as exc:  # noqa: BLE001 - reported by the main lane's outage too
                 _LOGGER.debug("MQTT stop lane: %r", exc)
             finally:
-                self._stop_client = None
+                self.stops.client = None
                 self.stop_lane_ready.clear()
             await self._backoff(attempt)
             attempt += 1
@@ -247,32 +246,48 @@ class Publisher:
                     topics.ha_discovery, json.dumps(self.discovery), qos=1, retain=True
                 )
             await client.subscribe(topics.commands, qos=1)
+            # A will or clean exit of a controller that held this id before (a finished
+            # session, see claim.py) may still say "offline" after our "online": watch for it.
+            await client.subscribe(topics.availability, qos=1)
             self._state_dirty = self._state is not None  # (re)publish the retained state
             self.connected.set()
             commands = asyncio.create_task(self._commands(client), name="mqtt commands")
             try:
                 await self._pump(client)
-                await client.publish(topics.availability, b"offline", qos=1, retain=True)
             finally:
                 commands.cancel()
                 with contextlib.suppress(asyncio.CancelledError, MqttError):
                     await commands
+                # Leaving the block disconnects cleanly, which discards the Last Will: say
+                # offline ourselves, however the pump ended (or the broker keeps "online").
+                with contextlib.suppress(MqttError, OSError):  # TimeoutError is an OSError
+                    async with asyncio.timeout(OFFLINE_S):
+                        await client.publish(topics.availability, b"offline", qos=1, retain=True)
 
     async def _pump(self, client: Any) -> None:
+        """Publish state, events and telemetry until closed; closing is bounded in time."""
+        try:
+            await self._pump_until_closed(client)
+        except TimeoutError:
+            if not self._closing:
+                raise
+            _LOGGER.info("MQTT: closing before everything queued was delivered")
+
+    async def _pump_until_closed(self, client: Any) -> None:
         loop = asyncio.get_running_loop()
         next_telemetry = loop.time()
-        closing_deadline: float | None = None
         while True:
             if self._state_dirty and self._state is not None:
                 self._state_dirty = False
-                await client.publish(
-                    self.topics.state,
-                    self._state.model_dump_json(exclude_none=True),
-                    qos=1,
-                    retain=True,
-                )
+                body = self._state.model_dump_json(exclude_none=True)
+                await self._publish(client, self.topics.state, body, retain=True)
+            if self._reassert_online and not self._closing:
+                self._reassert_online = False
+                await self._publish(client, self.topics.availability, "online", retain=True)
             while (event := self.outbox.peek()) is not None:
-                await client.publish(self.topics.events, json.dumps(event), qos=1)
+                if self._closing and loop.time() > self._close_deadline:
+                    return  # what is left stays in the outbox for the next run
+                await self._publish(client, self.topics.events, json.dumps(event))
                 self.outbox.pop()
                 self.stats.published_events += 1
             now = loop.time()
@@ -284,14 +299,23 @@ class Publisher:
                     await client.publish(self.topics.telemetry, sample.model_dump_json(), qos=0)
                     self.stats.published_telemetry += 1
             if self._closing:
-                closing_deadline = closing_deadline or now + CLOSE_FLUSH_S
                 drained = not self._state_dirty and self.outbox.peek() is None
-                if drained or now > closing_deadline:
+                if drained or now > self._close_deadline:
                     return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_telemetry - loop.time())):
                     await self._wake.wait()
+
+    async def _publish(
+        self, client: Any, topic: str, payload: str, *, retain: bool = False
+    ) -> None:
+        """QoS 1; once closing, bounded by the close deadline (TimeoutError past it)."""
+        if not self._closing:
+            await client.publish(topic, payload, qos=1, retain=retain)
+            return
+        async with asyncio.timeout_at(self._close_deadline):
+            await client.publish(topic, payload, qos=1, retain=retain)
 
     async def _commands(self, client: Any) -> None:
         async for message in client.messages:  # only what passed the lane's rate limit
@@ -301,72 +325,14 @@ class Publisher:
                 self.stats.rejected_commands += 1
                 _LOGGER.exception("MQTT: command on %s failed", message.topic)
 
-    # -- stop (S3): acted on as it arrives, answered with the device's confirmation -------------
-
-    def _on_stop_message(self, message: Any) -> None:
-        """Runs inside the client's socket reader: must not block and must not raise."""
-        self.stats.stops_received += 1
-        raw = _raw(message.payload)
-        if message.retain:  # an old stop kept by the broker would stop every future session
-            self._rejected("stop", "retained commands are ignored")
-            return
-        handlers = self.handlers
-        pending = handlers.stop() if handlers is not None else None  # the stop happens here
-        request_id = stop_request_id(raw)
-        if request_id is not None:
-            if request_id in self._answered:
-                return  # the other lane carried the same request
-            self._answered[request_id] = None
-            while len(self._answered) > REMEMBERED_REQUESTS:
-                self._answered.popitem(last=False)
-        else:
-            now = asyncio.get_running_loop().time()
-            if now - self._last_idless_stop < IDLESS_STOP_WINDOW_S:
-                return
-            self._last_idless_stop = now
-        self.stats.accepted_commands += 1
-        if len(self._answers) >= MAX_ANSWERS:
-            return
-        task = asyncio.create_task(self._answer(request_id, pending), name="mqtt stop answer")
-        self._answers.add(task)
-        task.add_done_callback(self._answers.discard)
-
-    async def _answer(self, request_id: str | None, pending: Awaitable[StopResult] | None) -> None:
-        detail: dict[str, Any] = {"request_id": request_id}
-        if pending is None:
-            detail |= {"stop_confirmed": False, "problem": "no session is attached"}
-        else:
-            try:
-                async with asyncio.timeout(STOP_ANSWER_S):
-                    result = await pending
-                latency = None if result.latency_s is None else round(result.latency_s * 1000, 3)
-                detail |= {
-                    "stop_confirmed": result.confirmed,
-                    "reason": result.reason.value,
-                    "latency_ms": latency,
-                }
-            except Exception as exc:  # noqa: BLE001 - the answer says what went wrong
-                detail |= {"stop_confirmed": False, "problem": repr(exc)[:120]}
-        payload = EventPayload.of("stop_result", session_id=self.session_id, **detail)
-        self.stats.stop_results += 1
-        client = self._stop_client
-        if client is not None:  # straight out: an outbox backlog must not hide the answer
-            with contextlib.suppress(MqttError, OSError, TimeoutError):
-                async with asyncio.timeout(ANSWER_PUBLISH_S):
-                    body = payload.model_dump_json(exclude_none=True)
-                    await client.publish(self.topics.events, body, qos=1)
-                return
-        self.event(payload)
-
-    async def _finish_answers(self) -> None:
-        if self._answers:
-            await asyncio.wait(list(self._answers), timeout=ANSWER_PUBLISH_S)
-        for task in list(self._answers):
-            task.cancel()
-
     # -- other commands (S8) ---------------------------------------------------------------------
 
     def _command(self, topic: str, payload: object, *, retained: bool) -> None:
+        if topic == self.topics.availability:
+            if _raw(payload) == b"offline" and not self._closing:
+                self._reassert_online = True  # someone else's last word about this id
+                self._wake.set()
+            return
         if not topic.startswith(self.topics.base + "/cmd/"):
             return  # a claim-check message still in the queue
         name = topic.removeprefix(self.topics.base + "/cmd/")
@@ -389,7 +355,7 @@ class Publisher:
         value = command_value(raw, session_started_ts=self.session_started_ts)
         if isinstance(value, Refused):
             return value.reason
-        handlers = self.handlers
+        handlers = self.stops.handlers
         if handlers is None:
             return "no session is running"
         if name in {"discomfort", "cap"}:
@@ -418,10 +384,10 @@ class Publisher:
     # -- trouble -----------------------------------------------------------------------------
 
     def _conflict(self, message: str) -> None:
-        first = not self._claim_decided.is_set()
+        before_start = not self._claim_decided.is_set() and not self._claim_timed_out
         self.conflict = message
         self._claim_decided.set()
-        if not first:  # found on a reconnect: stop publishing, keep hearing stops
+        if not before_start:  # the session runs already: stop publishing, keep hearing stops
             _LOGGER.warning("MQTT: %s; no more telemetry from this session", message)
 
     def _outage(self, exc: BaseException) -> None:

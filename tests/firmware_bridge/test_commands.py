@@ -115,9 +115,10 @@ async def test_the_lane_acts_on_a_stop_at_once_even_behind_a_flood() -> None:
     drops: list[None] = []
     lane = command_lane(
         is_stop=lambda topic: topic == STOP_TOPIC,
+        is_command=lambda topic: "/cmd/" in topic,
         on_stop=stops.append,
         on_drop=lambda: drops.append(None),
-        limit=RateLimit(),
+        limit=RateLimit(rate=0.0, burst=COMMAND_BURST),  # no refill while the test runs
     )
     queue = lane(maxsize=1000)
     for _ in range(20_000):
@@ -133,6 +134,7 @@ async def test_a_full_queue_never_drops_a_stop() -> None:
     stops: list[FakeMessage] = []
     lane = command_lane(
         is_stop=lambda topic: topic == STOP_TOPIC,
+        is_command=lambda topic: "/cmd/" in topic,
         on_stop=stops.append,
         on_drop=lambda: None,
         limit=RateLimit(rate=1e9, burst=10**9),
@@ -151,6 +153,7 @@ async def test_a_failing_stop_handler_does_not_break_the_reader() -> None:
 
     lane = command_lane(
         is_stop=lambda topic: topic == STOP_TOPIC,
+        is_command=lambda topic: "/cmd/" in topic,
         on_stop=broken,
         on_drop=lambda: None,
         limit=RateLimit(),
@@ -159,6 +162,22 @@ async def test_a_failing_stop_handler_does_not_break_the_reader() -> None:
     queue.put_nowait(FakeMessage(STOP_TOPIC))  # must not raise into aiomqtt's socket reader
     queue.put_nowait(FakeMessage("massager/dev/cmd/discomfort", b"1"))
     assert queue.qsize() == 1
+
+
+async def test_only_commands_are_rate_limited() -> None:
+    """The claim check's retained state must get through even right after a flood."""
+    lane = command_lane(
+        is_stop=lambda topic: topic == STOP_TOPIC,
+        is_command=lambda topic: "/cmd/" in topic,
+        on_stop=lambda _m: None,
+        on_drop=lambda: None,
+        limit=RateLimit(),
+    )
+    queue = lane(maxsize=1000)
+    for _ in range(100):
+        queue.put_nowait(FakeMessage("massager/dev/cmd/discomfort", b"3"))
+    queue.put_nowait(FakeMessage("massager/dev/state", b"{}"))
+    assert [m.topic for m in _drain(queue)][-1] == "massager/dev/state"
 
 
 def _drain(queue: asyncio.Queue[FakeMessage]) -> list[FakeMessage]:

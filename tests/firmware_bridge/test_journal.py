@@ -311,3 +311,25 @@ def test_history_does_not_follow_a_symlink(tmp_path: Path) -> None:
     (entry,) = history(tmp_path)
     assert "error" in entry
     assert stat.S_ISLNK((sessions / "link.jsonl").lstat().st_mode)
+
+
+@pytest.mark.timeout(10)
+def test_an_outbox_file_that_is_a_fifo_never_hangs(tmp_path: Path) -> None:
+    directory = tmp_path / "outbox"
+    directory.mkdir()
+    os.mkfifo(directory / "outbox.jsonl")  # opening it for reading would wait for a writer
+    outbox = Outbox(directory)
+    assert outbox.peek() is None
+
+
+def test_an_outbox_bigger_than_its_bound_keeps_the_first_events_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "outbox"
+    directory.mkdir()
+    lines = "".join(json.dumps({"type": "e", "n": n}) + "\n" for n in range(50))
+    (directory / "outbox.jsonl").write_text(lines)
+    outbox = Outbox(directory, max_events=20)
+    assert len(outbox) == 21  # the bound, and the one events_dropped report it may hold
+    assert outbox.peek() == {"type": "e", "n": 0}
+    assert outbox.dropped == 29  # reported as events_dropped with the next event

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from firmware_bridge.device import LinkEvent, LinkState, StopReason
+from firmware_bridge.device import LinkEvent, LinkState, ReconnectPolicy, StopReason
 from firmware_bridge.protocol import Ack, FrameType, encode
 from tests.rigs import Rig, open_rig, until
 
@@ -154,3 +154,33 @@ async def test_an_ack_reporting_levels_above_the_maximum_is_a_fault_stop(rig: Ri
         assert stop.detail["problem"] == "out-of-range ack"
         await until(lambda: rig.firmware.levels == (0, 0, 0))
     assert at_stop == [(0, 0, 0)]  # the stop was announced only once zero was written
+
+
+async def test_a_latched_link_gives_up_re_stopping_so_the_device_watchdog_can_act(
+    tier: str,
+) -> None:
+    """A device that hears frames but never answers: a few STOPs, then nothing that feeds it."""
+    async with open_rig(tier, speed=10) as rig, rig.link() as link:
+        await link.start()
+        link.set_levels((5, 5, 5))
+        await until(lambda: rig.firmware.levels == (5, 5, 5))
+        muted_at = rig.clock.now()
+        rig.firmware.plan.mute_at_s = muted_at
+        await until(lambda: link.stop_reason == StopReason.DEVICE_SILENT, within=5)
+        await asyncio.sleep(1.5)  # 15 session-seconds: the heartbeat loop looked ~30 times
+        sent = len(frames_after(rig, muted_at))
+        # The stop and three re-stops, each said twice when unanswered: then nothing at all.
+        assert 1 <= frames_after(rig, muted_at).count(FrameType.STOP) <= 2 * (1 + 3)
+        await asyncio.sleep(1.0)
+        assert len(frames_after(rig, muted_at)) == sent  # silent: its watchdog may act
+        assert link.stale  # what it last said is old news
+
+
+async def test_values_are_stale_while_the_link_is_down(rig: Rig) -> None:
+    async with rig.link(reconnect=ReconnectPolicy(attempts=0)) as link:
+        await link.start()
+        await until(lambda: link.battery_pct is not None)
+        assert not link.stale
+        rig.massager.drop_link()
+        await until(lambda: link.state == LinkState.LINK_LOST)
+        assert link.stale

@@ -275,7 +275,10 @@ async def test_stop_device_id_is_qos1_and_not_retained(
     topic = Topics("dev-x", prefix).command("stop")
     async with make_client(mosquitto.settings, identifier="test-sub") as subscriber:
         await subscriber.subscribe(topic, qos=1)
-        args = cli("stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--device-id", "dev-x")
+        args = cli(
+            "stop", "--mqtt", mosquitto.url, "--prefix", prefix, "--device-id", "dev-x",
+            "--timeout", "0.5",
+        )  # fmt: skip
         assert await asyncio.to_thread(args.handler, args) == 1  # nobody confirmed it
         got = await received(subscriber, QUIET_S)
     assert [(m.topic.value, m.qos, m.retain) for m in got] == [(topic, 1, False)]

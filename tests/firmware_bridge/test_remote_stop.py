@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.device import StopReason
+from firmware_bridge.device import DeviceLimits, StopReason, StopResult
 from firmware_bridge.errors import DeviceIdInUseError
 from firmware_bridge.journal import data_dir
+from firmware_bridge.runner import Session
+from firmware_bridge.safety import SafetySettings
+from firmware_bridge.telemetry.bridge import SessionTelemetry
 from firmware_bridge.telemetry.mqtt import BrokerSettings, make_client
 from firmware_bridge.telemetry.outbox import Outbox
-from firmware_bridge.telemetry.publisher import Publisher
+from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 from firmware_bridge.telemetry.topics import Topics
 from tests.brokers import Mosquitto
-from tests.mqtt_sessions import listening, published_session, send
+from tests.mqtt_sessions import listening, profile, published_session, send
 from tests.rigs import open_rig, until
 
 pytestmark = pytest.mark.sim_only
@@ -181,7 +184,14 @@ async def test_massager_stop_exits_0_only_for_devices_that_confirmed(
             good_run,
             good_pub,
         ),
-        published_session(silent, mosquitto.settings, mute, tmp_path / "b", seconds=60) as (
+        published_session(
+            silent,
+            mosquitto.settings,
+            mute,
+            tmp_path / "b",
+            seconds=60,
+            limits=DeviceLimits(silent_periods=30),  # the stop, not the silence, ends it
+        ) as (
             _,
             _,
             mute_run,
@@ -205,11 +215,13 @@ async def test_massager_stop_exits_0_only_for_devices_that_confirmed(
         assert (await mute_run).stop_reason == StopReason.REMOTE_STOP
         assert silent.firmware.levels == (0, 0, 0)  # the stop itself got through
 
-    code, out, _ = await _cli("stop", "--mqtt", url, "--device-id", "nosuch")
+    code, out, _ = await _cli("stop", "--mqtt", url, "--device-id", "nosuch", "--timeout", "1")
     assert code == 1
     assert out == "nosuch: unknown on this broker (no controller has announced it)\n"
 
-    code, out, _ = await _cli("stop", "--mqtt", url, "--device-id", "confirms")  # session over
+    code, out, _ = await _cli(
+        "stop", "--mqtt", url, "--device-id", "confirms", "--timeout", "1"
+    )  # session over
     assert code == 1
     assert out.startswith("confirms: offline")
 
@@ -307,3 +319,176 @@ async def test_a_second_run_on_a_taken_device_id_is_one_line_exit_2(
             assert not running.done()  # the first session never noticed
             assert first.stats.outages == 0
             await running
+
+
+async def test_a_stop_before_the_session_is_attached_keeps_it_from_starting(
+    mosquitto: Mosquitto,
+) -> None:
+    """During the claim check (or any time before attach) a stop is remembered, not dropped."""
+    topics = Topics("early")
+    publisher = Publisher(mosquitto.settings, topics, outbox=Outbox(None))
+    serving = asyncio.create_task(publisher.run())
+    try:
+        await asyncio.wait_for(publisher.stop_lane_ready.wait(), 5)
+        async with open_rig("memory", speed=10) as rig, rig.link() as link:
+            async with listening(mosquitto.settings, topics) as seen:
+                await remote_stop(mosquitto.settings, topics, "too-early")
+                await until(lambda: publisher.stops.stats.received >= 1)
+                telemetry = SessionTelemetry(profile="test", cap=4, publisher=publisher)
+                session = Session(link, profile(30), SafetySettings(cap=4))
+                telemetry.attach(session)  # the early stop is carried out now
+                record = await session.run()
+                await until(lambda: seen.events("stop_result"))
+    finally:
+        await publisher.close()
+        await asyncio.wait_for(serving, 5)
+    assert record.stop_reason == StopReason.REMOTE_STOP
+    assert all(not any(r.levels) for r in rig.firmware.applied)  # never any output
+    assert seen.events("stop_result")[0]["request_id"] == "too-early"
+
+
+async def test_an_answer_that_gives_up_never_cancels_the_stop_itself(
+    mosquitto: Mosquitto,
+) -> None:
+    topics = Topics("slow-stop")
+    finished: list[bool] = []
+
+    async def slow_stop() -> StopResult:
+        await asyncio.sleep(3.0)  # longer than the publisher waits for answers when closing
+        finished.append(True)
+        return StopResult(StopReason.REMOTE_STOP, confirmed=True, latency_s=3.0)
+
+    stopping: list[asyncio.Task[StopResult]] = []
+
+    def stop() -> asyncio.Task[StopResult]:
+        stopping.append(asyncio.create_task(slow_stop()))
+        return stopping[-1]
+
+    publisher = Publisher(mosquitto.settings, topics, outbox=Outbox(None))
+    publisher.handlers = CommandHandlers(stop=stop, discomfort=lambda _n: None)
+    serving = asyncio.create_task(publisher.run())
+    await asyncio.wait_for(publisher.stop_lane_ready.wait(), 5)
+    await remote_stop(mosquitto.settings, topics, "slow")
+    await until(lambda: stopping)
+    await publisher.close()  # closing gives up on answers still waiting ...
+    await asyncio.wait_for(serving, 5)
+    await asyncio.gather(*stopping)
+    assert finished == [True] * len(stopping)  # ... never on the stops they waited for
+    assert not any(task.cancelled() for task in stopping)
+
+
+async def test_massager_stop_needs_every_controller_on_the_id_to_confirm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A second controller on one id (claim missed) answering "not confirmed" is not hidden by
+    the first one's confirmation."""
+    topics = Topics("twice")
+
+    async def impostor() -> None:
+        async with make_client(mosquitto.settings, identifier="test-impostor") as client:
+            await client.subscribe(topics.command("stop"), qos=1)
+            async for message in client.messages:
+                request = json.loads(message.payload)
+                answer = {
+                    "type": "stop_result",
+                    "request_id": request["request_id"],
+                    "stop_confirmed": False,
+                    "problem": "no ack from its device",
+                }
+                await client.publish(topics.events, json.dumps(answer), qos=1)
+
+    async with open_rig("memory", speed=10) as rig:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=60) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            await asyncio.wait_for(publisher.stop_lane_ready.wait(), 5)
+            other = asyncio.create_task(impostor())
+            await asyncio.sleep(0.3)
+            code, out, _ = await _cli("stop", "--mqtt", mosquitto.url, "--device-id", "twice")
+            other.cancel()
+            await running
+    assert code == 1
+    assert out.startswith("twice: stop sent but NOT confirmed (no ack from its device)")
+
+
+async def test_stop_all_reaches_a_running_session_whose_main_connection_looks_offline(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("half-online")
+    async with open_rig("memory", speed=10) as rig:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=60) as (
+            _,
+            _,
+            running,
+            publisher,
+        ):
+            await asyncio.wait_for(publisher.connected.wait(), 5)
+            await until(lambda: any(rig.firmware.levels))
+            # What a Last Will (or a finished controller's clean exit) says about this id.
+            await send(mosquitto.settings, topics.availability, b"offline", retain=True)
+            code, out, _ = await _cli("stop", "--mqtt", mosquitto.url, "--all")
+            record = await running
+    assert code == 0, out
+    assert out.startswith("half-online: stopped; the device confirmed zero")
+    assert record.stop_reason == StopReason.REMOTE_STOP
+
+
+async def test_a_controller_says_online_again_after_someone_elses_offline(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    topics = Topics("reassert")
+    async with open_rig("memory", speed=10) as rig, listening(mosquitto.settings, topics) as seen:
+        async with published_session(rig, mosquitto.settings, topics, tmp_path, seconds=60) as (
+            session,
+            _,
+            running,
+            publisher,
+        ):
+            await asyncio.wait_for(publisher.connected.wait(), 5)
+            await send(mosquitto.settings, topics.availability, b"offline", retain=True)
+            await until(lambda: seen.on("availability")[-1:] == ["online"], within=3)
+            await session.stop()
+            await running
+
+
+@pytest.mark.parametrize(("state", "refused"), [("running", True), ("stopped", False)])
+async def test_an_id_left_online_by_a_finished_session_can_be_taken_over(
+    mosquitto: Mosquitto, state: str, refused: bool
+) -> None:
+    topics = Topics(f"left-{state}")
+    left = json.dumps({"state": state, "session_id": "killed-one"})
+    await send(mosquitto.settings, topics.availability, b"online", retain=True)
+    await send(mosquitto.settings, topics.state, left, retain=True)
+    publisher = Publisher(mosquitto.settings, topics, outbox=Outbox(None))
+    serving = asyncio.create_task(publisher.run())
+    try:
+        if refused:
+            with pytest.raises(DeviceIdInUseError):
+                await publisher.wait_claimed(5)
+        else:
+            assert await publisher.wait_claimed(5)
+    finally:
+        await publisher.close()
+        await asyncio.wait_for(serving, 5)
+
+
+async def test_stop_all_targets_a_running_state_even_when_availability_says_offline(
+    mosquitto: Mosquitto,
+) -> None:
+    """Whose stop lane may still listen: a retained running state counts, and is reported."""
+    ghost = Topics("ghost")
+    running = json.dumps({"state": "running", "session_id": "s1"})
+    await send(mosquitto.settings, ghost.availability, b"offline", retain=True)
+    await send(mosquitto.settings, ghost.state, running, retain=True)
+    async with make_client(mosquitto.settings, identifier="test-ghost-sub") as listener:
+        await listener.subscribe(ghost.command("stop"), qos=1)
+        code, out, err = await _cli("stop", "--mqtt", mosquitto.url, "--all", "--timeout", "0.5")
+        async with asyncio.timeout(2):
+            got = await anext(aiter(listener.messages))
+    assert str(got.topic) == ghost.command("stop")  # it was sent the stop ...
+    assert code == 1  # ... and nobody pretends it was confirmed
+    assert out == "ghost: offline (its controller is not connected); nothing confirmed\n"
+    assert err == ""

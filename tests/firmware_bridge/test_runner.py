@@ -109,6 +109,22 @@ async def test_stop_before_any_output_is_still_a_clean_stop() -> None:
     assert peak_applied(rig) <= 1
 
 
+@pytest.mark.parametrize("how", ["request_stop", "stop"])
+async def test_a_session_stopped_before_it_ran_never_starts(how: str) -> None:
+    """S3: a stop from any state, `connecting` included; run() is not a new start."""
+    async with open_rig("memory", speed=10) as rig, rig.link() as link:
+        session = Session(link, steady(), SafetySettings())
+        if how == "stop":
+            assert (await session.stop(StopReason.REMOTE_STOP)).confirmed
+        else:
+            await session.request_stop(StopReason.REMOTE_STOP)
+        record = await session.run()
+        await asyncio.sleep(0.2)
+    assert record.stop_reason == StopReason.REMOTE_STOP
+    assert [e.type for e in record.events][:1] == ["refused"]
+    assert all(not any(r.levels) for r in rig.firmware.applied)
+
+
 async def test_rating_7_stops_the_session(tier: str) -> None:
     async with open_rig(tier, speed=10) as rig, rig.link() as link:
         session = Session(link, steady(1.0, 120), SafetySettings(cap=6))
