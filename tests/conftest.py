@@ -8,7 +8,7 @@ import pytest
 
 from tests.rigs import TIERS, Rig, open_rig
 
-pytest_plugins = ["tests.brokers"]  # mosquitto / embedded broker fixtures
+pytest_plugins = ["tests.brokers", "tests.disks"]  # brokers; disks full, read-only, spied
 
 
 @pytest.fixture(autouse=True)

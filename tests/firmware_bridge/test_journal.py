@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,39 +17,13 @@ from firmware_bridge.device import StopReason
 from firmware_bridge.journal import Journal, history
 from firmware_bridge.record import Event, Sample, SessionRecord
 from firmware_bridge.telemetry.outbox import Outbox
-from tests.firmware_bridge.test_durable import (
-    UMASKS,
+from tests.disks import (
     SmallDisk,
     mode,
-    read_only,
-    small_disk,
     spy_fsync,
     synced_sizes,
     warnings_about,
 )
-
-
-@pytest.fixture(params=UMASKS, ids=lambda m: f"umask{m:03o}")
-def umask(request: pytest.FixtureRequest) -> Iterator[int]:
-    old = os.umask(request.param)
-    try:
-        yield int(request.param)
-    finally:
-        os.umask(old)
-
-
-@pytest.fixture(params=["tmpfs", "simulated"])
-def disk(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[SmallDisk]:
-    with small_disk(str(request.param), tmp_path, monkeypatch) as made:
-        yield made
-
-
-@pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    with read_only(tmp_path) as made:
-        yield made
 
 
 def sample(t: float) -> Sample:
