@@ -50,3 +50,20 @@ class DeviceIdInUseError(MassagerError):
     def __init__(self, message: str, *, device_id: str | None = None) -> None:
         super().__init__(message)
         self.device_id = device_id
+
+
+class BrokerSetupError(MassagerError):
+    """The MQTT broker cannot be used as configured (its certificate does not verify, or its
+    ACL refuses this controller); retrying will not help: the settings or the broker must change."""
+
+
+class DeviceIdForbiddenError(BrokerSetupError):
+    """The broker's ACL does not let this controller publish and read back its own device id's
+    topics; check the ACL for its user, or use the --device-id the ACL allows."""
+
+    def __init__(
+        self, message: str, *, device_id: str | None = None, username: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.device_id = device_id
+        self.username = username

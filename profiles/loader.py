@@ -57,7 +57,8 @@ def _location(loc: tuple[int | str, ...]) -> str:
         elif part in {"steady", "ramp", "pulse", "wave", "burst", "alternate", "rest", "repeat"}:
             continue  # the discriminator's branch name, not a field
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) if str(part).isprintable() else repr(str(part))  # one line, always
+            out += f".{name}" if out else name
     return out or "(profile)"
 
 
@@ -130,6 +131,8 @@ def load_text(text: str, source: str) -> Profile:
         raise ProfileError(source, [f"not valid TOML: {exc}"]) from exc
     except RecursionError as exc:
         raise ProfileError(source, [NESTED_TOO_DEEPLY]) from exc.with_traceback(None)
+    except ValueError as exc:  # tomllib lets int()'s 4,300-digit limit out as a bare ValueError
+        raise ProfileError(source, ["not valid TOML: a number too long to read"]) from exc
     return parse_profile(data, source)
 
 

@@ -4,7 +4,8 @@ Both listen on 127.0.0.1 only, on a free port. The fixtures are registered suite
 `pytest_plugins = ("tests.brokers",)` in tests/conftest.py:
 
 - `mosquitto`: a running mosquitto (skipped when it is not installed, failed when CI=true);
-- `mosquitto_factory`: start several, or configured ones (`users=`, `extra_config=`);
+- `mosquitto_factory`: start several, or configured ones (`users=`, `acl=`, `tls=`,
+  `extra_config=`); `CertificateAuthority` makes the CA and server certificate for `tls=`;
 - `embedded_broker`: a running `EmbeddedBroker`;
 - `any_broker`: each of the two in turn, for tests that need only `.settings`.
 """
@@ -12,6 +13,8 @@ Both listen on 127.0.0.1 only, on a free port. The fixtures are registered suite
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import os
 import pwd
 import shutil
@@ -28,16 +31,22 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from firmware_bridge.telemetry.broker import LOOPBACK, EmbeddedBroker, broker_listening
 from firmware_bridge.telemetry.mqtt import BrokerSettings
 
 __all__ = [
     "MOSQUITTO_NOT_INSTALLED",
+    "CertificateAuthority",
     "Mosquitto",
     "MosquittoFactory",
     "Received",
     "RunningBroker",
+    "ServerCertificate",
     "any_broker",
     "embedded_broker",
     "free_port",
@@ -54,6 +63,8 @@ STOP_TIMEOUT_S = 5.0  # SIGTERM → exit takes a few ms; past this the broker is
 POLL_S = 0.005  # how often start() checks whether the broker accepts connections yet
 PORT_ATTEMPTS = 3  # a free port can be taken by someone else before mosquitto binds it
 _SBIN = "/usr/sbin:/usr/local/sbin"  # Debian installs the broker here, often not on a user's PATH
+CERT_DAYS = 2  # test certificates outlive any test run, and nothing else
+SERVER_NAMES = ("127.0.0.1", "localhost")  # what the brokers' clients connect to
 
 
 def mosquitto_bin() -> str | None:
@@ -75,13 +86,127 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _write_private(path: Path, data: bytes) -> Path:
+    """Write `data` to a new file readable by its owner only (0600 whatever the umask)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def _names(names: Sequence[str]) -> list[x509.GeneralName]:
+    general: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            general.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            general.append(x509.DNSName(name))
+    return general
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    """A broker's certificate and key (PEM files; the key 0600), the names it is valid for and
+    the file of the CA that signed it."""
+
+    cert_file: Path
+    key_file: Path
+    names: tuple[str, ...]
+    ca_file: Path
+
+
+class CertificateAuthority:
+    """A private CA made for one test: its certificate in `ca_file` (PEM), its key in memory.
+
+    Certificates carry what Python's default context checks, strict X.509 (the default from
+    Python 3.13) included: a CA with critical basic constraints and key usage, servers with
+    subject alternative names, key identifiers and serverAuth. EC P-256 keys: quick to make.
+    """
+
+    def __init__(self, directory: Path, name: str = "firmware-bridge test CA") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        public = self._key.public_key()
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+
+    def issue(
+        self, names: Sequence[str] = SERVER_NAMES, *, stem: str = "server"
+    ) -> ServerCertificate:
+        """A server certificate for `names` (IP addresses or DNS names), signed by this CA."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        ca_ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .add_extension(x509.SubjectAlternativeName(_names(names)), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski.value),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        cert_file = self.directory / f"{stem}.pem"
+        cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        key_file = _write_private(self.directory / f"{stem}.key", key_pem)
+        return ServerCertificate(cert_file, key_file, tuple(names), self.ca_file)
+
+
 class Mosquitto:
     """Debian's mosquitto on 127.0.0.1 with its config, log and password file in `workdir`.
 
     `start()` picks a free port the first time and reuses it on every later start, so a test can
     stop (SIGTERM) or kill (SIGKILL) the broker and bring it back where its clients expect it.
-    Anonymous clients are allowed unless `users` ({name: password}) is given. `close()` (or
-    leaving the `with` block) stops it and removes a temp dir it created.
+    Anonymous clients are allowed unless `users` ({name: password}) is given; `acl` (the lines
+    of a mosquitto ACL file) limits what each may read and write; with `tls` (a server
+    certificate from `CertificateAuthority.issue`) the one listener speaks TLS only. `close()`
+    (or leaving the `with` block) stops it and removes a temp dir it created.
     """
 
     def __init__(
@@ -89,6 +214,8 @@ class Mosquitto:
         workdir: Path | None = None,
         *,
         users: Mapping[str, str] | None = None,
+        acl: Sequence[str] | None = None,
+        tls: ServerCertificate | None = None,
         extra_config: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
@@ -102,6 +229,8 @@ class Mosquitto:
             workdir = Path(self._tempdir.name)
         self.workdir = workdir
         self.users = dict(users or {})
+        self.acl = None if acl is None else list(acl)
+        self.tls = tls
         self.extra_config = list(extra_config)
         self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -121,9 +250,16 @@ class Mosquitto:
         return self._port
 
     @property
+    def acl_path(self) -> Path:
+        return self.workdir / "acl"
+
+    @property
     def settings(self) -> BrokerSettings:
-        """Where to connect, without credentials (see `settings_as`)."""
-        return BrokerSettings(host=LOOPBACK, port=self.port)
+        """Where to connect (trusting the test CA with TLS), without credentials."""
+        if self.tls is None:
+            return BrokerSettings(host=LOOPBACK, port=self.port)
+        ca_file = str(self.tls.ca_file)
+        return BrokerSettings(host=LOOPBACK, port=self.port, tls=True, ca_file=ca_file)
 
     def settings_as(self, user: str) -> BrokerSettings:
         """`settings` with the name and password of one of `users`."""
@@ -131,7 +267,8 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{LOOPBACK}:{self.port}"
+        """`mqtt://` or, with TLS, `mqtts://` on 127.0.0.1 (never with credentials)."""
+        return f"{'mqtt' if self.tls is None else 'mqtts'}://{LOOPBACK}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -194,8 +331,14 @@ class Mosquitto:
         return f"<Mosquitto {LOOPBACK}:{self._port} {state} in {self.workdir}>"
 
     def _write_config(self, port: int) -> None:
-        lines = [
-            f"listener {port} {LOOPBACK}",
+        lines = [f"listener {port} {LOOPBACK}"]
+        if self.tls is not None:  # TLS settings belong to the listener line above them
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+            ]
+        lines += [
             # As root, mosquitto would switch to the "mosquitto" user, which cannot write to our
             # 0700 temp dir; name the current user instead (a no-op when not root).
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
@@ -210,6 +353,9 @@ class Mosquitto:
             lines += [f"password_file {password_file}", "allow_anonymous false"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl is not None:
+            _write_private(self.acl_path, ("\n".join(self.acl) + "\n").encode())
+            lines.append(f"acl_file {self.acl_path}")
         lines += self.extra_config
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -223,6 +369,7 @@ class Mosquitto:
                 capture_output=True,
                 timeout=STOP_TIMEOUT_S,
             )
+        path.chmod(0o600)  # the broker's hashes of every password: for its owner's eyes only
 
     def _launch(self, port: int) -> None:
         self._write_config(port)
@@ -268,22 +415,34 @@ def require_mosquitto() -> str:
 
 class MosquittoFactory(Protocol):
     def __call__(
-        self, *, users: Mapping[str, str] | None = None, extra_config: Sequence[str] = ()
+        self,
+        *,
+        users: Mapping[str, str] | None = None,
+        acl: Sequence[str] | None = None,
+        tls: ServerCertificate | None = None,
+        extra_config: Sequence[str] = (),
     ) -> Mosquitto: ...
 
 
 @pytest.fixture
 def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoFactory]:
-    """Start brokers inside a test: `mosquitto_factory(users={"alice": "s3cret"})`."""
+    """Start brokers inside a test: `mosquitto_factory(users={"alice": "s3cret"})`; with
+    `acl=[...]` (lines of a mosquitto ACL file) and `tls=CertificateAuthority(dir).issue()`."""
     binary = require_mosquitto()
     with ExitStack() as cleanup:
 
         def start(
-            *, users: Mapping[str, str] | None = None, extra_config: Sequence[str] = ()
+            *,
+            users: Mapping[str, str] | None = None,
+            acl: Sequence[str] | None = None,
+            tls: ServerCertificate | None = None,
+            extra_config: Sequence[str] = (),
         ) -> Mosquitto:
             broker = Mosquitto(
                 tmp_path_factory.mktemp("mosquitto"),
                 users=users,
+                acl=acl,
+                tls=tls,
                 extra_config=extra_config,
                 binary=binary,
             )

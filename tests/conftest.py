@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import Phase, settings
 
+from tests.campaign import STATS
 from tests.rigs import TIERS, Rig, open_rig
 
 pytest_plugins = ["tests.brokers", "tests.disks"]  # brokers; disks full, read-only, spied
+
+# scripts/mutants asks only whether a test fails: shrinking a failing example to its smallest
+# form can take minutes (the fault campaign replays whole sessions) and proves nothing more.
+settings.register_profile("mutants", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +34,30 @@ def tier(request: pytest.FixtureRequest) -> str:
 async def rig(tier: str) -> AsyncIterator[Rig]:
     async with open_rig(tier) as rig:
         yield rig
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--campaign-examples",
+        type=int,
+        default=None,
+        help="fault campaign: hypothesis examples to run (8 scenarios each; default 30)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = config.getoption("--campaign-examples")
+    if wanted is not None:
+        STATS.examples_wanted = wanted
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if STATS.examples:
+        reasons = ", ".join(f"{r} {n}" for r, n in STATS.stop_reasons.most_common())
+        terminalreporter.write_line(
+            f"fault campaign: {STATS.scenarios} scenarios in {STATS.examples} examples, "
+            f"{sum(STATS.faults.values())} faults injected, {STATS.seconds:.0f} s "
+            f"(stop reasons: {reasons})"
+        )
+        faults = ", ".join(f"{kind} {n}" for kind, n in sorted(STATS.faults.items()))
+        terminalreporter.write_line(f"faults injected: {faults}")

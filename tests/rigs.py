@@ -81,10 +81,15 @@ async def open_rig(
     firmware: Firmware | None = None,
     speed: float = 1.0,
     latency_s: float = 0.0,
+    clock: ScaledClock | None = None,
 ) -> AsyncIterator[Rig]:
     """A massager on `tier`, found by scanning for its service UUID, not yet connected."""
     async with open_simulator(
-        tier, clock=ScaledClock(speed), plan=plan, firmware=firmware, latency_s=latency_s
+        tier,
+        clock=clock or ScaledClock(speed),
+        plan=plan,
+        firmware=firmware,
+        latency_s=latency_s,
     ) as setup:
         try:
             yield Rig(

@@ -22,7 +22,17 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a user mistake is one line and exit code 2, never a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {_unechoed(message)} (see --help)\n")
+
+
+def _unechoed(message: str) -> str:
+    """argparse quotes arguments it did not recognise; a mistyped `--mqtt-pasword SECRET` must
+    not print the secret, so only flag names are shown back (values become "…")."""
+    head, sep, rest = message.partition("unrecognized arguments: ")
+    if not sep:
+        return message
+    shown = [word.split("=", 1)[0] if word.startswith("-") else "…" for word in rest.split()]
+    return head + sep + " ".join(shown)
 
 
 def build_parser() -> argparse.ArgumentParser:

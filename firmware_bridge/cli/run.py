@@ -21,6 +21,7 @@ from firmware_bridge.cli.telemetry_setup import (
 from firmware_bridge.device import MassagerLink, StopReason
 from firmware_bridge.durable import writer
 from firmware_bridge.errors import (
+    BrokerSetupError,
     DeviceConnectionError,
     DeviceIdInUseError,
     DeviceNotFoundError,
@@ -229,7 +230,7 @@ async def _run_device(
                     telemetry.finish(record, extra)
                     await telemetry.flushed()
                     extra |= telemetry.journal_note()
-    except DeviceIdInUseError as exc:  # the device was never started: nothing to stop
+    except (DeviceIdInUseError, BrokerSetupError) as exc:  # never started: nothing to stop
         _error(str(exc))
         return EXIT_BAD_INPUT
     except (DeviceNotFoundError, DeviceConnectionError) as exc:

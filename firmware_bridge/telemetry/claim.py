@@ -5,6 +5,13 @@ naming its session. Before a controller publishes `online` it reads both; if ano
 is online under the same id it refuses rather than evict it (two controllers on one id make a
 stop look delivered while the other session runs on). A controller that died without a clean
 disconnect stays `online` until the broker publishes its Last Will, 1.5 keep-alives later.
+
+Then the ACL probe: having published `online` (retained) and subscribed to its own
+availability, a controller waits for that `online` to come back. If it does not, the broker
+refuses this controller's publish or subscription on its own topics: MQTT 3.1.1 brokers do
+that silently (mosquitto acknowledges a denied PUBLISH and grants a denied SUBSCRIBE), and
+aiomqtt 2 would not report a refusal code anyway. Without the probe, such a controller would
+run a session that nobody can see, and whose stop nobody may be able to send.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from firmware_bridge.errors import DeviceIdInUseError
+from firmware_bridge.errors import DeviceIdForbiddenError, DeviceIdInUseError
 from firmware_bridge.telemetry.mqtt import KEEPALIVE_S
 from firmware_bridge.telemetry.payloads import StatePayload
 from firmware_bridge.telemetry.topics import Topics
@@ -25,6 +32,10 @@ CLAIM_MAX_S = 1.0  # retained messages follow the SUBACK at once; never wait lon
 CLAIM_QUIET_S = 0.25  # ... and stop as soon as the broker has been quiet this long
 MAX_RETAINED_BYTES = 16 * 1024  # a state payload is a few hundred bytes
 FINISHED = frozenset({"stopped", "fault", "link_lost"})  # states no output follows
+# Our retained "online" comes back right after the SUBACK (milliseconds on loopback, a round
+# trip on a slow link); 1.5 s keeps the claim check (at most CLAIM_MAX_S) plus the probe within
+# the 5 s the CLI waits before a session, so a refusal is reported before anything runs.
+PROBE_S = 1.5
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,4 +83,36 @@ async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
         f"controller or choose another --device-id (a controller that died is released "
         f"{round(KEEPALIVE_S * 1.5)} s later)",
         device_id=topics.device_id,
+    )
+
+
+async def probe_own_topics(
+    client: Any, topics: Topics, *, broker: str, username: str | None
+) -> float:
+    """After `online` was published (retained) and `topics.availability` subscribed: wait for
+    it to come back. Returns how long that took (seconds); raises DeviceIdForbiddenError,
+    naming `broker` (for messages) and `username`, if it did not come within PROBE_S."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    messages = aiter(client.messages)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(PROBE_S):
+            while True:
+                message = await anext(messages)
+                if str(message.topic) != topics.availability:
+                    continue  # a claim-check message still in the queue
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray) and bytes(payload) == b"online":
+                    return loop.time() - started
+                if isinstance(payload, bytes | bytearray) and bytes(payload) == b"offline":
+                    # A late Last Will of a controller before us replaced ours: say it again.
+                    await client.publish(topics.availability, b"online", qos=1, retain=True)
+    who = f"user {username!r}" if username else "anonymous clients"
+    raise DeviceIdForbiddenError(
+        f"MQTT broker {broker} does not let {who} publish and read back "
+        f"{topics.availability} (its own 'online' did not come back within {PROBE_S:g} s); "
+        f"check the broker's ACL for device id {topics.device_id!r}, or use a --device-id it "
+        "allows",
+        device_id=topics.device_id,
+        username=username,
     )

@@ -61,7 +61,7 @@ def rating(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value if 0 <= value <= 10 else None
-    if isinstance(value, str) and _ASCII_INTEGER.match(value.strip()):
+    if isinstance(value, str) and _ASCII_INTEGER.fullmatch(value.strip()):
         number = int(value.strip())
         return number if number <= 10 else None
     return None
@@ -80,7 +80,7 @@ def stop_request_id(raw: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     request_id = body.get("request_id") if isinstance(body, dict) else None
-    if isinstance(request_id, str) and _REQUEST_ID.match(request_id):
+    if isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id):
         return request_id
     return None
 

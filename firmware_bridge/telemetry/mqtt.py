@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -25,6 +26,8 @@ from aiomqtt import MqttError, ProtocolVersion, Will
 
 from profiles.files import InputFileError, read_text_file
 
+_LOGGER = logging.getLogger(__name__)
+
 __all__ = ["BrokerSettings", "MqttError", "Will", "make_client"]
 
 DEFAULT_PORT = {"mqtt": 1883, "mqtts": 8883}
@@ -38,7 +41,7 @@ MAX_HOST_CHARS = 253  # DNS: a name is at most 253 characters, a label at most 6
 MAX_SECRET = 65535  # MQTT strings are length-prefixed with two bytes
 _CONFIG_KEYS = ("username", "password", "ca_file", "cert_file", "key_file")
 _HOST_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
-_USERINFO_PASSWORD = re.compile(r"^((?:[a-z]+://)?[^:@/]*):[^@/]*@")  # user:password@
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # any case: urlsplit lower-cases it
 
 
 class BrokerURLError(ValueError):
@@ -82,7 +85,9 @@ class BrokerSettings:
         try:
             port = parts.port  # parsed lazily: a bad port raises here
         except ValueError as exc:
-            raise BrokerURLError(f"--mqtt {shown}: bad port ({exc})") from exc
+            # Not the parser's words: they quote the "port", which is part of a password when
+            # that holds '/', '?' or '#' (they end the host part early).
+            raise BrokerURLError(f"--mqtt {shown}: bad port (not a number 1-65535)") from exc
         if parts.scheme not in DEFAULT_PORT:
             raise BrokerURLError(f"--mqtt {shown}: scheme must be mqtt:// or mqtts://")
         if port == 0:
@@ -125,33 +130,49 @@ class BrokerSettings:
         """
         try:
             text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES, what="an MQTT settings file")
-            data = tomllib.loads(text)
         except InputFileError as exc:
             raise BrokerURLError(f"{exc.path}: cannot read MQTT settings: {exc.problem}") from exc
+        settings = cls.from_config_text(text, str(path), **overrides)
+        if "password" in tomllib.loads(text)["mqtt"]:  # parsed fine just now
+            with contextlib.suppress(OSError):  # it was just read: a race at worst, no harm
+                if os.stat(path).st_mode & 0o077:
+                    _LOGGER.warning(
+                        "%s holds an MQTT password and other users may read it; chmod 600 it",
+                        path,
+                    )
+        return settings
+
+    @classmethod
+    def from_config_text(cls, text: str, source: str, **overrides: Any) -> BrokerSettings:
+        """`from_config` on text already read; `source` (the file) starts every message."""
+        try:
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise BrokerURLError(f"{path}: not valid TOML: {exc}") from exc
+            raise BrokerURLError(f"{source}: not valid TOML: {exc}") from exc
         except RecursionError as exc:  # tomllib recurses per nesting level
-            raise BrokerURLError(f"{path}: nested too deeply") from exc.with_traceback(None)
+            raise BrokerURLError(f"{source}: nested too deeply") from exc.with_traceback(None)
+        except ValueError as exc:  # tomllib lets int()'s 4300-digit limit through unwrapped
+            raise BrokerURLError(f"{source}: not valid TOML: a number too long to read") from exc
         table = data.get("mqtt")
         if not isinstance(table, dict):
-            raise BrokerURLError(f'{path}: needs an [mqtt] table with url = "mqtt://host:port"')
+            raise BrokerURLError(f'{source}: needs an [mqtt] table with url = "mqtt://host:port"')
         unknown = sorted(set(table) - {"url", *_CONFIG_KEYS})
         if unknown:
             known = ", ".join(("url", *_CONFIG_KEYS))
-            raise BrokerURLError(f"{path}: [mqtt] has unknown key {unknown[0]!r} ({known})")
+            raise BrokerURLError(f"{source}: [mqtt] has unknown key {unknown[0]!r} ({known})")
         for key, value in table.items():
             if not isinstance(value, str):
                 kind = type(value).__name__
-                raise BrokerURLError(f'{path}: [mqtt] {key} must be a "string", not {kind}')
+                raise BrokerURLError(f'{source}: [mqtt] {key} must be a "string", not {kind}')
         if "url" not in table:
-            raise BrokerURLError(f'{path}: [mqtt] needs url = "mqtt://host:port"')
+            raise BrokerURLError(f'{source}: [mqtt] needs url = "mqtt://host:port"')
         options = {k: table[k] for k in _CONFIG_KEYS if k in table} | {
             k: v for k, v in overrides.items() if v is not None
         }
         try:
             return cls.from_url(table["url"], **options)
         except BrokerURLError as exc:
-            raise BrokerURLError(f"{path}: {exc}") from exc
+            raise BrokerURLError(f"{source}: {exc}") from exc
 
     @property
     def display(self) -> str:
@@ -189,8 +210,22 @@ def _check_host(host: str, shown: str) -> None:
 
 
 def _redact(url: str) -> str:
-    """The URL with any password replaced by ***, even when the URL does not parse."""
-    return _USERINFO_PASSWORD.sub(r"\1:***@", url, count=1)
+    """The URL with any password replaced by ***, even when the URL does not parse.
+
+    Everything between the user name's ':' and the last '@' goes, since a password may hold
+    '@', '/', '?' or '#'; without an '@', a "port" that is not a number goes too (a password
+    whose host was forgotten).
+    """
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    at = url.rfind("@", start)
+    if at >= 0:
+        user, colon, _ = url[start:at].partition(":")
+        return f"{url[:start]}{user}:***{url[at:]}" if colon else url
+    host, colon, port = url[start:].rpartition(":")
+    if colon and port and not port.isdigit() and "]" not in port:  # "]": an IPv6 literal
+        return f"{url[:start]}{host}:***"
+    return url
 
 
 def make_client(

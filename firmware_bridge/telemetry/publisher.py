@@ -13,7 +13,11 @@ reconnect with backoff (aiomqtt does not):
 
 Before going online the main lane checks that no other live controller claims the same device
 id on this broker: two controllers on one id would make a stop look delivered while the other
-session ran on.
+session ran on. After going online it reads its own `online` back (the ACL probe, claim.py): a
+broker whose ACL refuses this controller its own topics says so in no other way. On the first
+connection either refusal, and a broker certificate that does not verify, is raised by
+`wait_claimed` before the session; later, it ends telemetry with one warning. The stop lane
+keeps listening in every case.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import contextlib
 import json
 import logging
 import secrets
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from firmware_bridge.errors import DeviceIdInUseError
-from firmware_bridge.telemetry.claim import check_claim
+from firmware_bridge.errors import BrokerSetupError, DeviceIdForbiddenError, DeviceIdInUseError
+from firmware_bridge.telemetry.claim import check_claim, probe_own_topics
 from firmware_bridge.telemetry.commands import (
     RateLimit,
     Refused,
@@ -63,6 +68,7 @@ class PublisherStats:
     commands_dropped: int = 0  # rate-limited or overflowing (never a stop)
     last_error: str | None = None
     outages: int = 0
+    probe_s: float | None = None  # how long our own "online" took to come back (ACL probe)
 
 
 class Publisher:
@@ -99,8 +105,10 @@ class Publisher:
         self.connected = asyncio.Event()
         self.stop_lane_ready = asyncio.Event()
         self.conflict: str | None = None  # another live controller claims this device id
+        self.refusal: BrokerSetupError | None = None  # the broker will not take us as set up
         self.session_started_ts = now_ts()
         self._claim_decided = asyncio.Event()
+        self._claim_awaited = False  # wait_claimed() will raise a refusal at start
         self._state: StatePayload | None = None
         self._state_dirty = False
         self._telemetry: TelemetryPayload | None = None
@@ -146,13 +154,18 @@ class Publisher:
         self._wake.set()
 
     async def wait_claimed(self, timeout_s: float) -> bool:
-        """Wait for the first connection's claim check: True once the device id is ours, False
-        if the broker did not answer in time. Raises DeviceIdInUseError if it is taken."""
+        """Wait for the first connection's claim check and ACL probe: True once the device id
+        is ours, False if the broker did not answer in time. Raises DeviceIdInUseError if it is
+        taken, DeviceIdForbiddenError if the broker's ACL refuses it, BrokerSetupError if the
+        broker's certificate does not verify."""
+        self._claim_awaited = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._claim_decided.wait()
         if self.conflict is not None:
             raise DeviceIdInUseError(self.conflict)
+        if self.refusal is not None:
+            raise self.refusal
         self._claim_timed_out = not self._claim_decided.is_set()
         return not self._claim_timed_out
 
@@ -187,7 +200,14 @@ class Publisher:
             except DeviceIdInUseError as exc:
                 self._conflict(str(exc))
                 return
+            except BrokerSetupError as exc:  # the ACL probe failed
+                self._refused(exc)
+                return
             except (MqttError, OSError) as exc:  # refused, DNS, TLS, broker gone
+                problem = _certificate_problem(exc)
+                if problem is not None and self._caller_hears_it():  # else: retry, and warn
+                    self._refused(self._untrusted(problem, exc))
+                    return
                 self._outage(exc)
             except Exception as exc:  # noqa: BLE001 - a bad setting must not end telemetry unseen
                 self._outage(exc)
@@ -236,21 +256,33 @@ class Publisher:
         )
         async with client:  # leaving it sends DISCONNECT: the will is discarded, not published
             await check_claim(client, topics, self.session_id)
-            self._claim_decided.set()
+            await client.publish(topics.availability, b"online", qos=1, retain=True)
+            # Read our "online" back (the ACL probe); then keep watching: a will or clean exit
+            # of a controller that held this id before (a finished session, see claim.py) may
+            # still say "offline" after our "online".
+            await client.subscribe(topics.availability, qos=1)
+            try:
+                self.stats.probe_s = await probe_own_topics(
+                    client, topics, broker=self.settings.display, username=self.settings.username
+                )
+            except DeviceIdForbiddenError:
+                # Perhaps only reading is refused: never leave an "online" behind that would
+                # block the id for every controller after us.
+                with contextlib.suppress(MqttError, OSError):  # TimeoutError is an OSError
+                    async with asyncio.timeout(OFFLINE_S):
+                        await client.publish(topics.availability, b"offline", qos=1, retain=True)
+                raise
             self.stats.connects += 1
             if self.stats.outages:
                 _LOGGER.warning("MQTT: reconnected to %s", self.settings.display)
-            await client.publish(topics.availability, b"online", qos=1, retain=True)
             if self.discovery is not None:
                 await client.publish(
                     topics.ha_discovery, json.dumps(self.discovery), qos=1, retain=True
                 )
             await client.subscribe(topics.commands, qos=1)
-            # A will or clean exit of a controller that held this id before (a finished
-            # session, see claim.py) may still say "offline" after our "online": watch for it.
-            await client.subscribe(topics.availability, qos=1)
             self._state_dirty = self._state is not None  # (re)publish the retained state
             self.connected.set()
+            self._claim_decided.set()  # the id is ours, and the broker lets us use it
             commands = asyncio.create_task(self._commands(client), name="mqtt commands")
             try:
                 await self._pump(client)
@@ -383,12 +415,34 @@ class Publisher:
 
     # -- trouble -----------------------------------------------------------------------------
 
+    def _caller_hears_it(self) -> bool:
+        """Within the first connection's check, with `wait_claimed` waiting to raise what goes
+        wrong now (before the session: the CLI says it in one line)."""
+        return (
+            self._claim_awaited and not self._claim_decided.is_set() and not self._claim_timed_out
+        )
+
     def _conflict(self, message: str) -> None:
-        before_start = not self._claim_decided.is_set() and not self._claim_timed_out
+        heard = self._caller_hears_it()
         self.conflict = message
         self._claim_decided.set()
-        if not before_start:  # the session runs already: stop publishing, keep hearing stops
+        if not heard:  # the session may run already: stop publishing, keep hearing stops
             _LOGGER.warning("MQTT: %s; no more telemetry from this session", message)
+
+    def _refused(self, error: BrokerSetupError) -> None:
+        heard = self._caller_hears_it()
+        self.refusal = error
+        self._claim_decided.set()
+        if not heard:  # as for a conflict: stop publishing, keep hearing stops
+            _LOGGER.warning("MQTT: %s; no more telemetry from this session", error)
+
+    def _untrusted(self, problem: str, exc: BaseException) -> BrokerSetupError:
+        error = BrokerSetupError(
+            f"MQTT broker {self.settings.display}: its certificate does not verify ({problem}); "
+            "check --mqtt-ca (ca_file) and that the URL names a host the certificate is for"
+        )
+        error.__cause__ = exc
+        return error
 
     def _outage(self, exc: BaseException) -> None:
         self.stats.last_error = str(exc) or repr(exc)
@@ -399,6 +453,15 @@ class Publisher:
                 self.stats.last_error,
             )
         self.stats.outages += 1
+
+
+def _certificate_problem(exc: BaseException) -> str | None:
+    """Why the broker's certificate did not verify, if that is what `exc` is about (aiomqtt
+    wraps the ssl error in an MqttError, keeping it as the context)."""
+    for candidate in (exc, exc.__cause__, exc.__context__):
+        if isinstance(candidate, ssl.SSLCertVerificationError):
+            return str(candidate.verify_message or candidate.reason or "unknown reason")
+    return None
 
 
 def _raw(payload: object) -> bytes:

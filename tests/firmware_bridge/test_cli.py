@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge.cli import main
+from firmware_bridge.telemetry.mqtt import BrokerSettings
 from tests.brokers import Mosquitto
 
 GOOD_PROFILE = """
@@ -68,6 +69,11 @@ BAD_FLAGS = [
     (["run", "heel-spur", "--sim", "--max-minutes", "31"], "--max-minutes must be 0.1-30"),
     (["run", "heel-spur", "--sim", "--address", "AA:BB"], "--sim cannot be combined"),
     (["run", "heel-spur", "--bogus"], "unrecognized arguments: --bogus"),
+    (
+        ["run", "heel-spur", "--mqtt-pasword", "secret-pw"],
+        "unrecognized arguments: --mqtt-pasword …",
+    ),
+    (["run", "heel-spur", "--mqtt-pasword=secret-pw"], "unrecognized arguments: --mqtt-pasword"),
     (["run", "no-such-profile", "--sim"], "no built-in profile of that name"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "relax", "--sim", "--mqtt", "ftp://host"], "scheme must be mqtt:// or mqtts://"),
@@ -357,3 +363,18 @@ def test_the_default_session_limit_is_15_minutes(tmp_path: Path) -> None:
     summary = json.loads(out)
     assert summary["stop_reason"] == "timeout"
     assert summary["duration_s"] == pytest.approx(900, abs=3)
+
+
+def test_a_config_file_with_a_password_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "mqtt.toml"
+    path.write_text('[mqtt]\nurl = "mqtt://127.0.0.1:1883"\nusername = "u"\npassword = "pw"\n')
+    path.chmod(0o644)
+    BrokerSettings.from_config(path)
+    assert "other users may read it; chmod 600 it" in caplog.text
+    assert "pw" not in caplog.text.replace(str(tmp_path), "")
+    caplog.clear()
+    path.chmod(0o600)
+    BrokerSettings.from_config(path)
+    assert caplog.text == ""

@@ -87,6 +87,7 @@ def test_no_payload_raises(raw: bytes) -> None:
     [
         (b'{"request_id": "abc-123", "ts": 5}', "abc-123"),
         (b'{"request_id": "a/b"}', None),
+        (b'{"request_id": "abc\\n"}', None),  # `$` alone would let a trailing newline in
         (b'{"request_id": 5}', None),
         (b"stop", None),
         (b"PRESS", None),

@@ -275,3 +275,20 @@ def test_recursion_while_validating_is_one_line(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(Profile, "model_validate", recurse)
     with pytest.raises(ProfileError, match=r"^t\.toml: nested too deeply"):
         parse_profile({"name": "t"}, "t.toml")
+
+
+def test_a_key_with_a_newline_is_named_on_one_line() -> None:
+    text = (
+        'name = "t"\ntitle = "T"\n"a\\nb" = 1\n'
+        '[[segments]]\nkind = "rest"\nduration_s = 30\ncool_down = true\n'
+    )
+    with pytest.raises(ProfileError) as refused:
+        load_text(text, "k.toml")
+    assert len(str(refused.value).splitlines()) == 1
+    assert "'a\\nb'" in str(refused.value)
+
+
+def test_a_number_too_long_to_read_is_one_line() -> None:
+    text = 'name = "t"\ntitle = "T"\n[[segments]]\nkind = "rest"\nduration_s = ' + "1" * 4301
+    with pytest.raises(ProfileError, match="a number too long to read"):
+        load_text(text, "long.toml")

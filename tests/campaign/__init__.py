@@ -1,0 +1,34 @@
+"""The fault campaign: random sessions under random faults, with the safety invariants checked."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.campaign.scenarios import Outcome
+
+DEFAULT_EXAMPLES = 30  # × 8 scenarios each: about 240 sessions, a few minutes on two cores
+
+
+@dataclass
+class CampaignStats:
+    """What the campaign did, for the summary line at the end of the test run."""
+
+    examples_wanted: int = DEFAULT_EXAMPLES
+    examples: int = 0
+    scenarios: int = 0
+    seconds: float = 0.0
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        self.examples += 1
+        self.scenarios += len(outcomes)
+        for outcome in outcomes:
+            self.stop_reasons[str(outcome.stop_reason)] += 1
+            self.faults.update(action.kind for action in outcome.scenario.actions)
+
+
+STATS = CampaignStats()
