@@ -11,7 +11,8 @@ SOURCE = "fuzz.toml"
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and libFuzzer expect
     """Loading raises BrokerURLError and nothing else; what loads has a host and a port."""
     try:  # invalid UTF-8 is refused by the file reader; replaced, it still drives TOML
-        settings = BrokerSettings.from_config_text(data.decode("utf-8", "replace"), SOURCE)
+        text = data.decode("utf-8", "replace")
+        settings = BrokerSettings.from_config_text(text, SOURCE, env={})  # not this shell's
     except BrokerURLError:
         return
     if not settings.host or not 0 < settings.port <= 0xFFFF:

@@ -56,8 +56,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         reasons = ", ".join(f"{r} {n}" for r, n in STATS.stop_reasons.most_common())
         terminalreporter.write_line(
             f"fault campaign: {STATS.scenarios} scenarios in {STATS.examples} examples, "
-            f"{sum(STATS.faults.values())} faults injected, {STATS.seconds:.0f} s "
+            f"{sum(STATS.faults.values())} faults took place, {STATS.seconds:.0f} s "
             f"(stop reasons: {reasons})"
         )
-        faults = ", ".join(f"{kind} {n}" for kind, n in sorted(STATS.faults.items()))
-        terminalreporter.write_line(f"faults injected: {faults}")
+        faults = ", ".join(
+            f"{kind} {n} ({STATS.running_faults[kind]} with output on)"
+            for kind, n in sorted(STATS.faults.items())
+        )
+        terminalreporter.write_line(f"faults that took place: {faults}")
+        terminalreporter.write_line(
+            f"stop checks that found the motors running: {STATS.checked_stops}"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -26,13 +27,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _unechoed(message: str) -> str:
-    """argparse quotes arguments it did not recognise; a mistyped `--mqtt-pasword SECRET` must
-    not print the secret, so only flag names are shown back (values become "…")."""
+    """argparse quotes arguments back; a mistyped `--mqtt-pasword SECRET` (or `--mqtt-=SECRET`,
+    which argparse calls ambiguous) must not print the secret, so only flag names are shown:
+    `=value` parts and loose words become "…"."""
+    message = _FLAG_VALUE.sub(r"\1=…", message)
     head, sep, rest = message.partition("unrecognized arguments: ")
     if not sep:
         return message
-    shown = [word.split("=", 1)[0] if word.startswith("-") else "…" for word in rest.split()]
+    shown = [word if _FLAG.fullmatch(word) else "…" for word in rest.split()]
     return head + sep + " ".join(shown)
+
+
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*(=…)?")  # a long flag as we spell ours
+_FLAG_VALUE = re.compile(r"(--?[A-Za-z][\w-]*)=\S+")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,8 @@ from firmware_bridge.telemetry.publisher import Publisher
 from firmware_bridge.telemetry.topics import Topics, valid_device_id
 
 PUBLISHER_CLOSE_S = 5.0  # the publisher's own close is bounded at 3 s (flush 2 s, offline 1 s)
-CLAIM_WAIT_S = 5.0  # before the session: connect, the claim check (≤ 1 s), the ACL probe (≤ 1.5 s)
+CLAIM_WAIT_S = 15.0  # before the session: connect, the claim check (≤ 1 s) and the ACL probe
+# (≤ 1.5 s), several round trips each on a slow broker; a broker that is not there ends it at once
 DEFAULT_EMBEDDED_PORT = 1883
 
 _LOGGER = logging.getLogger(__name__)

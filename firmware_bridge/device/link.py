@@ -169,8 +169,25 @@ class MassagerLink:
 
     async def _zero_and_disconnect(self) -> None:
         self._latch(self.stop_reason or StopReason.COMPLETED)
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
+        reconnecting = self._reconnecting
+        if reconnecting is not None and not reconnecting.done():
+            if self.failsafe == "none" and not self.transport.is_connected:
+                # Nothing on the device zeroes it (no watchdog): see the bounded reconnect
+                # through, whose first frame is zero (S5), rather than walk away from it.
+                _LOGGER.warning(
+                    "%s: has no watchdog; reconnecting to stop it before closing",
+                    self.transport.name,
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(reconnecting)
+                if not self.transport.is_connected:
+                    _LOGGER.error(
+                        "%s: could not reach it again; without a watchdog it runs until its "
+                        "own timer, if it has one",
+                        self.transport.name,
+                    )
+            else:
+                reconnecting.cancel()
         if self.transport.is_connected:
             with contextlib.suppress(MassagerError, TimeoutError):
                 await self._write_stop()

@@ -34,7 +34,7 @@ MAX_RETAINED_BYTES = 16 * 1024  # a state payload is a few hundred bytes
 FINISHED = frozenset({"stopped", "fault", "link_lost"})  # states no output follows
 # Our retained "online" comes back right after the SUBACK (milliseconds on loopback, a round
 # trip on a slow link); 1.5 s keeps the claim check (at most CLAIM_MAX_S) plus the probe within
-# the 5 s the CLI waits before a session, so a refusal is reported before anything runs.
+# the time the CLI waits before a session, so a refusal is reported before anything runs.
 PROBE_S = 1.5
 
 _LOGGER = logging.getLogger(__name__)
@@ -87,32 +87,60 @@ async def check_claim(client: Any, topics: Topics, session_id: str) -> None:
 
 
 async def probe_own_topics(
-    client: Any, topics: Topics, *, broker: str, username: str | None
+    client: Any,
+    topics: Topics,
+    state: str,
+    session_id: str,
+    *,
+    broker: str,
+    username: str | None,
 ) -> float:
-    """After `online` was published (retained) and `topics.availability` subscribed: wait for
-    it to come back. Returns how long that took (seconds); raises DeviceIdForbiddenError,
-    naming `broker` (for messages) and `username`, if it did not come within PROBE_S."""
+    """Publish `state` (retained JSON carrying `session_id`) and read it back from the broker.
+
+    The session id makes the echo ours: a stale retained state (or `online`) of a controller
+    before us must not pass for it. Call with `topics.availability` subscribed: a late Last
+    Will saying `offline` there is answered with `online` again. Returns how long the echo took
+    (seconds); raises DeviceIdForbiddenError, naming `broker` and `username`, if it did not
+    come within PROBE_S.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
+    await client.publish(topics.state, state, qos=1, retain=True)
+    await client.subscribe(topics.state, qos=1)
     messages = aiter(client.messages)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(PROBE_S):
-            while True:
-                message = await anext(messages)
-                if str(message.topic) != topics.availability:
-                    continue  # a claim-check message still in the queue
-                payload = message.payload
-                if isinstance(payload, bytes | bytearray) and bytes(payload) == b"online":
-                    return loop.time() - started
-                if isinstance(payload, bytes | bytearray) and bytes(payload) == b"offline":
-                    # A late Last Will of a controller before us replaced ours: say it again.
-                    await client.publish(topics.availability, b"online", qos=1, retain=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROBE_S):
+                while True:
+                    message = await anext(messages)
+                    payload = message.payload
+                    if not isinstance(payload, bytes | bytearray):
+                        continue
+                    if str(message.topic) == topics.availability and payload == b"offline":
+                        # A late Last Will of a controller before us replaced ours.
+                        await client.publish(topics.availability, b"online", qos=1, retain=True)
+                    elif (
+                        str(message.topic) == topics.state
+                        and _session_of(bytes(payload)) == session_id
+                    ):
+                        return loop.time() - started
+    finally:
+        with contextlib.suppress(Exception):  # the probe's answer matters, not this
+            await client.unsubscribe(topics.state)
     who = f"user {username!r}" if username else "anonymous clients"
     raise DeviceIdForbiddenError(
-        f"MQTT broker {broker} does not let {who} publish and read back "
-        f"{topics.availability} (its own 'online' did not come back within {PROBE_S:g} s); "
-        f"check the broker's ACL for device id {topics.device_id!r}, or use a --device-id it "
-        "allows",
+        f"MQTT broker {broker} does not let {who} publish and read back {topics.state} (its "
+        f"own state did not come back within {PROBE_S:g} s); check the broker's ACL for "
+        f"device id {topics.device_id!r} (and that it keeps retained messages), or use a "
+        "--device-id it allows",
         device_id=topics.device_id,
         username=username,
     )
+
+
+def _session_of(payload: bytes) -> str | None:
+    if len(payload) > MAX_RETAINED_BYTES:
+        return None
+    with contextlib.suppress(ValidationError):
+        return StatePayload.model_validate_json(payload).session_id
+    return None

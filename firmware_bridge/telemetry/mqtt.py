@@ -133,7 +133,8 @@ class BrokerSettings:
         except InputFileError as exc:
             raise BrokerURLError(f"{exc.path}: cannot read MQTT settings: {exc.problem}") from exc
         settings = cls.from_config_text(text, str(path), **overrides)
-        if "password" in tomllib.loads(text)["mqtt"]:  # parsed fine just now
+        table = tomllib.loads(text)["mqtt"]  # parsed fine just now
+        if "password" in table or urlsplit(table["url"]).password:
             with contextlib.suppress(OSError):  # it was just read: a race at worst, no harm
                 if os.stat(path).st_mode & 0o077:
                     _LOGGER.warning(
@@ -221,11 +222,18 @@ def _redact(url: str) -> str:
     at = url.rfind("@", start)
     if at >= 0:
         user, colon, _ = url[start:at].partition(":")
-        return f"{url[:start]}{user}:***{url[at:]}" if colon else url
-    host, colon, port = url[start:].rpartition(":")
+        head = f"{url[:start]}{user}:***@" if colon else url[: at + 1]
+        return head + _redact_port(url[at + 1 :])  # a password may stand after the host too
+    return url[:start] + _redact_port(url[start:])
+
+
+def _redact_port(hostport: str) -> str:
+    """`host:port`, with a "port" that is not a number hidden (a password typed there)."""
+    host, colon, port = hostport.rpartition(":")
+    port = port.split("/", 1)[0]
     if colon and port and not port.isdigit() and "]" not in port:  # "]": an IPv6 literal
-        return f"{url[:start]}{host}:***"
-    return url
+        return f"{host}:***"
+    return hostport
 
 
 def make_client(

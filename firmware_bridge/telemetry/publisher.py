@@ -126,6 +126,8 @@ class Publisher:
         self._unreported_drops = 0
         self._last_drop_report = float("-inf")
         self._close_deadline = float("inf")
+        self._last_trouble: type[BaseException] | None = None
+        self._unreachable = asyncio.Event()  # the first connection attempt failed
         self._reassert_online = False
         self._claim_timed_out = False
         if handlers is not None:
@@ -159,9 +161,15 @@ class Publisher:
         taken, DeviceIdForbiddenError if the broker's ACL refuses it, BrokerSetupError if the
         broker's certificate does not verify."""
         self._claim_awaited = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._claim_decided.wait()
+        decided = asyncio.ensure_future(self._claim_decided.wait())
+        unreachable = asyncio.ensure_future(self._unreachable.wait())
+        try:  # a broker that is not there answers at once: do not hold the session for it
+            await asyncio.wait(
+                {decided, unreachable}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            decided.cancel()
+            unreachable.cancel()
         if self.conflict is not None:
             raise DeviceIdInUseError(self.conflict)
         if self.refusal is not None:
@@ -182,6 +190,7 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await stop_lane
             await self.stops.finish()
+            self._report_drops(float("inf"))  # kept in the outbox if the broker was gone
 
     async def close(self) -> None:
         """Publish the final state, flush what the broker will take, go offline cleanly."""
@@ -201,8 +210,10 @@ class Publisher:
                 self._conflict(str(exc))
                 return
             except BrokerSetupError as exc:  # the ACL probe failed
-                self._refused(exc)
-                return
+                if self._caller_hears_it():  # before the session: refuse, in one line
+                    self._refused(exc)
+                    return
+                self._outage(exc)  # the session runs: keep trying, say so once
             except (MqttError, OSError) as exc:  # refused, DNS, TLS, broker gone
                 problem = _certificate_problem(exc)
                 if problem is not None and self._caller_hears_it():  # else: retry, and warn
@@ -262,8 +273,14 @@ class Publisher:
             # still say "offline" after our "online".
             await client.subscribe(topics.availability, qos=1)
             try:
+                ours = self._state or StatePayload(state="idle", session_id=self.session_id)
                 self.stats.probe_s = await probe_own_topics(
-                    client, topics, broker=self.settings.display, username=self.settings.username
+                    client,
+                    topics,
+                    ours.model_dump_json(exclude_none=True),
+                    self.session_id,
+                    broker=self.settings.display,
+                    username=self.settings.username,
                 )
             except DeviceIdForbiddenError:
                 # Perhaps only reading is refused: never leave an "online" behind that would
@@ -408,7 +425,10 @@ class Publisher:
         self._wake.set()
 
     def _report_drops(self, now: float) -> None:
-        if self._unreported_drops and now - self._last_drop_report >= DROP_REPORT_S:
+        """One `rejected` event for the commands dropped since the last one: at most every
+        DROP_REPORT_S, and at once when closing (the count is never lost)."""
+        due = self._closing or now - self._last_drop_report >= DROP_REPORT_S
+        if self._unreported_drops and due:
             count, self._unreported_drops = self._unreported_drops, 0
             self._last_drop_report = now
             self.event(EventPayload.of("rejected", reason="rate limited", count=count))
@@ -446,7 +466,10 @@ class Publisher:
 
     def _outage(self, exc: BaseException) -> None:
         self.stats.last_error = str(exc) or repr(exc)
-        if self.connected.is_set() or self.stats.outages == 0:
+        self._unreachable.set()
+        kind = type(exc)  # say it once per kind of trouble, not once per retry
+        if self.connected.is_set() or self.stats.outages == 0 or kind is not self._last_trouble:
+            self._last_trouble = kind
             _LOGGER.warning(
                 "MQTT: %s unavailable (%s); the session goes on, events are kept",
                 self.settings.display,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.campaign.scenarios import Outcome
+    from tests.campaign.play import Outcome
 
 DEFAULT_EXAMPLES = 30  # × 8 scenarios each: about 240 sessions, a few minutes on two cores
 
@@ -23,12 +23,17 @@ class CampaignStats:
     stop_reasons: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
 
+    running_faults: Counter[str] = field(default_factory=Counter)
+    checked_stops: int = 0
+
     def record(self, outcomes: list[Outcome]) -> None:
         self.examples += 1
         self.scenarios += len(outcomes)
         for outcome in outcomes:
             self.stop_reasons[str(outcome.stop_reason)] += 1
-            self.faults.update(action.kind for action in outcome.scenario.actions)
+            self.faults.update(outcome.executed)
+            self.running_faults.update(outcome.while_running)
+            self.checked_stops += outcome.checked_stops
 
 
 STATS = CampaignStats()

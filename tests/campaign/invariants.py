@@ -11,11 +11,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from firmware_bridge.safety import RISE_FLOOR, STEP_FACTOR
-from firmware_bridge.safety.governor import RISE_PERIOD_S
 from sim.firmware import AppliedLevels
 
 EPS = 1e-9
+# The rules as written, not imported from the code they check (a mutant there must not move
+# the oracle with it): S2's one perceptual step of 2.5 dB per 3 s, from 5 % in the first 3 s.
+RISE_PERIOD_S = 3.0
+STEP_FACTOR = 10 ** (2.5 / 20)
+RISE_FLOOR = 0.05
+JUMP_ALLOWANCE_S = 0.5  # a clock jump looks like a pause to the governor, which counts any
+# gap as at most 0.5 s of rise (docs/safety.md, S2): the envelope may run that much ahead
 
 
 def rise_bound(elapsed_s: float) -> float:
@@ -29,7 +34,7 @@ def rise_bound(elapsed_s: float) -> float:
     if elapsed_s <= RISE_PERIOD_S:
         return RISE_FLOOR * elapsed_s / RISE_PERIOD_S
     steps = (elapsed_s - RISE_PERIOD_S) / RISE_PERIOD_S
-    return min(1.0, RISE_FLOOR * math.pow(float(STEP_FACTOR), steps))
+    return min(1.0, RISE_FLOOR * math.pow(STEP_FACTOR, steps))
 
 
 def allowed_level(fraction: float, max_level: int) -> int:
@@ -67,14 +72,22 @@ def cap_violations(
 
 
 def rise_violations(
-    applied: Sequence[AppliedLevels], started_at: float, max_level: int
+    applied: Sequence[AppliedLevels],
+    started_at: float,
+    max_level: int,
+    jumps: Sequence[float] = (),
 ) -> list[str]:
-    """S2: nothing above what the envelope could have reached since the session started."""
+    """S2: nothing above what the envelope could have reached since the session started
+    (plus JUMP_ALLOWANCE_S for each controller clock jump before it, at device times `jumps`)."""
     problems = []
     for record in applied:
-        if record.t < started_at or not any(record.levels):
+        if not any(record.levels):
             continue
-        limit = allowed_level(rise_bound(record.t - started_at), max_level)
+        if record.t < started_at:
+            problems.append(f"t={record.t:.3f}: levels {record.levels} before the start")
+            continue
+        allowance = JUMP_ALLOWANCE_S * sum(1 for jump in jumps if jump <= record.t)
+        limit = allowed_level(rise_bound(record.t - started_at + allowance), max_level)
         if max(record.levels) > limit:
             problems.append(
                 f"t={record.t:.3f}: levels {record.levels} {record.t - started_at:.2f} s after "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from firmware_bridge.safety import RISE_FLOOR, STEP_FACTOR
 from sim.firmware import AppliedLevels
 from tests.campaign.invariants import (
     CapChange,
@@ -22,9 +21,9 @@ def rec(t: float, *levels: int, cause: str = "set") -> AppliedLevels:
 
 def test_rise_bound_is_the_governors_envelope_from_zero() -> None:
     assert rise_bound(0.0) == 0.0
-    assert rise_bound(1.5) == pytest.approx(RISE_FLOOR / 2)
-    assert rise_bound(3.0) == pytest.approx(RISE_FLOOR)
-    assert rise_bound(6.0) == pytest.approx(RISE_FLOOR * STEP_FACTOR)
+    assert rise_bound(1.5) == pytest.approx(0.025)
+    assert rise_bound(3.0) == pytest.approx(0.05)
+    assert rise_bound(6.0) == pytest.approx(0.05 * 1.3335, rel=1e-4)  # one 2.5 dB step
     assert rise_bound(600.0) == 1.0
 
 
@@ -42,7 +41,7 @@ def test_rise_violations() -> None:
     assert rise_violations([rec(3.0, 1, 0, 0)], 0.0, 20) == []  # 0.05 of 20 = level 1
     assert rise_violations([rec(2.0, 1, 0, 0)], 0.0, 20)  # too soon for a whole level
     assert rise_violations([rec(30.0, 20, 0, 0)], 0.0, 20)  # a jump to full after 30 s
-    assert rise_violations([rec(1.0, 5, 0, 0)], 2.0, 20) == []  # before the start: not ours
+    assert rise_violations([rec(1.0, 5, 0, 0)], 2.0, 20)  # output before the start at all
 
 
 def test_stop_violations() -> None:
@@ -57,3 +56,10 @@ def test_stop_violations() -> None:
     assert "again at t=4.000 without a new start" in again[0]
     raced = [*stopped, rec(2.06, 3, 3, 3), rec(2.07, 0, 0, 0, cause="stop")]
     assert stop_violations(raced, [StopRequest(2.0, "local", 0.1)]) == []  # inside the bound
+
+
+def test_a_clock_jump_allows_half_a_second_of_rise_and_no_more() -> None:
+    at_6_5 = rec(6.0, 2, 0, 0)  # 0.05 × 1.334^(3.5/3) ≈ 0.07: level 1 at 6 s, level 1.4 at 6.5
+    assert rise_violations([at_6_5], 0.0, 20)
+    assert rise_violations([rec(6.0, 1, 0, 0)], 0.0, 20, jumps=[5.0]) == []
+    assert rise_violations([rec(6.0, 3, 0, 0)], 0.0, 20, jumps=[5.0])

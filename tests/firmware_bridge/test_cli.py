@@ -74,6 +74,8 @@ BAD_FLAGS = [
         "unrecognized arguments: --mqtt-pasword …",
     ),
     (["run", "heel-spur", "--mqtt-pasword=secret-pw"], "unrecognized arguments: --mqtt-pasword"),
+    (["run", "heel-spur", "--mqtt-pasword", "-secret-pw"], "unrecognized arguments: --mqtt-p"),
+    (["run", "heel-spur", "--mqtt-=secret-pw"], "ambiguous option: --mqtt-=…"),
     (["run", "no-such-profile", "--sim"], "no built-in profile of that name"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "relax", "--sim", "--mqtt", "ftp://host"], "scheme must be mqtt:// or mqtts://"),
@@ -378,3 +380,7 @@ def test_a_config_file_with_a_password_others_can_read_is_warned_about(
     path.chmod(0o600)
     BrokerSettings.from_config(path)
     assert caplog.text == ""
+    path.write_text('[mqtt]\nurl = "mqtt://u:pw@127.0.0.1:1883"\n')  # a password in the URL
+    path.chmod(0o640)
+    BrokerSettings.from_config(path)
+    assert "other users may read it" in caplog.text

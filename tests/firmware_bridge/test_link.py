@@ -380,7 +380,8 @@ async def test_speed_scales_every_timer_on_both_ends(tier: str) -> None:
             task.cancel()
         real_start = time.monotonic()
         await until(lambda: rig.firmware.levels == (0, 0, 0))
-        assert time.monotonic() - real_start < 0.5  # 1.5 session-seconds at 20x is 75 ms
+        # The device's watchdog at 20x: 1.5 session-seconds, but at least 0.5 s of real time.
+        assert time.monotonic() - real_start < 1.0
         await rig.transport.disconnect()
 
 

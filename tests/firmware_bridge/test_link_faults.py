@@ -13,6 +13,7 @@ import pytest
 
 from firmware_bridge.device import LinkEvent, LinkState, ReconnectPolicy, StopReason
 from firmware_bridge.protocol import Ack, FrameType, encode
+from sim.firmware import FaultPlan
 from tests.rigs import Rig, open_rig, until
 
 pytestmark = pytest.mark.sim_only
@@ -184,3 +185,18 @@ async def test_values_are_stale_while_the_link_is_down(rig: Rig) -> None:
         rig.massager.drop_link()
         await until(lambda: link.state == LinkState.LINK_LOST)
         assert link.stale
+
+
+async def test_closing_after_link_loss_reaches_a_device_without_watchdog_to_stop_it(
+    tier: str,
+) -> None:
+    """Nothing on such a device zeroes it: closing sees the reconnect through (zero first)."""
+    async with open_rig(tier, plan=FaultPlan(no_watchdog=True)) as rig:
+        async with rig.link(reconnect=ReconnectPolicy(first_backoff_s=0.3)) as link:
+            await link.start()
+            link.set_levels((4, 4, 4))
+            await until(lambda: rig.firmware.levels == (4, 4, 4))
+            rig.massager.drop_link()
+            await until(lambda: link.state != LinkState.READY)
+        assert rig.firmware.levels == (0, 0, 0)  # leaving the block reconnected and zeroed it
+        assert rig.firmware.applied[-1].cause == "stop"
