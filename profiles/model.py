@@ -64,7 +64,7 @@ class _Segment(BaseModel):
 class Steady(_Segment):
     """Constant level."""
 
-    kind: Literal["steady"]
+    kind: Literal["steady"] = "steady"  # files must name it; code need not
     level: Level
 
     def peak(self) -> float:
@@ -74,7 +74,7 @@ class Steady(_Segment):
 class Ramp(_Segment):
     """Linear change from `start` to `end`."""
 
-    kind: Literal["ramp"]
+    kind: Literal["ramp"] = "ramp"  # files must name it; code need not
     start: Level
     end: Level
 
@@ -85,7 +85,7 @@ class Ramp(_Segment):
 class Pulse(_Segment):
     """On/off train: `level` for `on_s`, then zero for `off_s`."""
 
-    kind: Literal["pulse"]
+    kind: Literal["pulse"] = "pulse"  # files must name it; code need not
     level: Level
     on_s: Annotated[Number, Field(ge=MIN_PULSE_S, le=60)]
     off_s: Annotated[Number, Field(ge=0, le=60)]  # 0: no gap, the pulse plays as a steady hold
@@ -105,7 +105,7 @@ class Pulse(_Segment):
 class Wave(_Segment):
     """Periodic swell between `low` and `high`; `travel` offsets the phase across zones."""
 
-    kind: Literal["wave"]
+    kind: Literal["wave"] = "wave"  # files must name it; code need not
     low: Level = 0.0
     high: Level
     period_s: Annotated[Number, Field(ge=MIN_WAVE_PERIOD_S, le=600)]
@@ -125,7 +125,7 @@ class Wave(_Segment):
 class Burst(_Segment):
     """Rhythmic taps: `level` for `burst_s` at the start of every `every_s`, else `base`."""
 
-    kind: Literal["burst"]
+    kind: Literal["burst"] = "burst"  # files must name it; code need not
     level: Level
     base: Level = 0.0
     burst_s: Annotated[Number, Field(ge=MIN_PULSE_S, le=10)]
@@ -144,7 +144,7 @@ class Burst(_Segment):
 class Alternate(_Segment):
     """One zone at a time, switching every `switch_s`, in the order of `zones`."""
 
-    kind: Literal["alternate"]
+    kind: Literal["alternate"] = "alternate"  # files must name it; code need not
     level: Level
     switch_s: Annotated[Number, Field(ge=MIN_SWITCH_S, le=120)]
     zones: list[Zone] = Field(
@@ -158,7 +158,7 @@ class Alternate(_Segment):
 class Rest(_Segment):
     """Nothing: a pause."""
 
-    kind: Literal["rest"]
+    kind: Literal["rest"] = "rest"  # files must name it; code need not
 
     def peak(self) -> float:
         return 0.0
@@ -174,7 +174,7 @@ class Repeat(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["repeat"]
+    kind: Literal["repeat"] = "repeat"  # files must name it; code need not
     label: str = ""
     times: Annotated[int, Strict(), Field(ge=1, le=20)]  # strict: no `true`, "2" or 2.5
     segments: list[Segment] = Field(min_length=1)

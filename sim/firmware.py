@@ -12,7 +12,6 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from firmware_bridge.errors import ProtocolError
 from firmware_bridge.protocol import (
     DEFAULT_WATCHDOG_MS,
     MAX_WATCHDOG_MS,
@@ -33,6 +32,7 @@ from firmware_bridge.protocol import (
     Hello,
     Message,
     Nack,
+    ProtocolError,
     QueryStatus,
     SetIntensity,
     SetTimer,

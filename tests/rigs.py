@@ -13,7 +13,7 @@ import pytest
 from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 
-from firmware_bridge.cli.devices import open_simulator
+from firmware_bridge.compose import open_simulator
 from firmware_bridge.device import LinkEvent, MassagerLink
 from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.transport import BleakTransport

@@ -142,7 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
 async def _device(
     args: argparse.Namespace, clock: ScaledClock
 ) -> AsyncIterator[tuple[Transport, Any]]:
-    from firmware_bridge.cli import devices  # lazily: imports bumble, and `sim` for --sim
+    from firmware_bridge import compose as devices  # imports bumble, and `sim` for --sim
 
     if args.sim:
         async with devices.open_simulator(args.sim_tier, clock=clock) as setup:

@@ -1,5 +1,6 @@
 """Sans-IO wire codec for the massager GATT protocol (documented in docs/protocol.md)."""
 
+from firmware_bridge.errors import ProtocolError  # what the codec raises: part of its interface
 from firmware_bridge.protocol.constants import (
     BATTERY_LEVEL_CHAR_UUID,
     BATTERY_SERVICE_UUID,
@@ -69,6 +70,7 @@ __all__ = [
     "Hello",
     "Message",
     "Nack",
+    "ProtocolError",
     "QueryStatus",
     "ScaledClock",
     "SetIntensity",

@@ -217,7 +217,8 @@ async def find_massager(
     except (BleakError, OSError) as exc:  # no BlueZ / D-Bus / adapter: OSError from the socket
         raise BluetoothUnavailableError(
             f"Bluetooth is not available here ({type(exc).__name__}: {exc}); "
-            "use --sim for the simulator or --hci MONIKER for a bumble HCI transport"
+            "for the simulator use `massager run --sim` or firmware_bridge.simulated(); for a "
+            "USB Bluetooth dongle use --hci usb:0 (hci=\"usb:0\" from Python)"
         ) from exc
     if device is None:
         wanted = address or name or f"service {SERVICE_UUID}"

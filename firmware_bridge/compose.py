@@ -1,7 +1,8 @@
 """Composing a device connection: the OS stack, a bumble HCI transport, or the simulator.
 
-This is the composition root for `--sim`: the only place the controller imports `sim`
-(and only when this module is imported, which the CLI does lazily).
+This is the composition root for the simulator: the only module of the controller that imports
+`sim`, and only inside `open_simulator` (the CLI's `--sim` and `firmware_bridge.simulated()`).
+bumble is imported lazily too, so importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -9,18 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.transport import BleakTransport, find_massager
-from firmware_bridge.transport.bumble_backend import (
-    BumbleBleakClient,
-    BumbleBleakScanner,
-    open_central,
-)
-from sim.firmware import FaultPlan, Firmware
-from sim.hosts import InMemoryBleakClient, InMemoryBleakScanner, SimulatedMassager, VirtualAir
-from sim.hosts.virtual import VirtualRadio
+
+if TYPE_CHECKING:
+    from sim.firmware import FaultPlan, Firmware
+    from sim.foot import Foot
+    from sim.hosts import SimulatedMassager
 
 SIM_TIERS = ("bumble", "memory")
 
@@ -44,6 +42,7 @@ async def open_simulator(
     clock: ScaledClock | None = None,
     plan: FaultPlan | None = None,
     firmware: Firmware | None = None,
+    foot: Foot | None = None,
     latency_s: float = 0.0,
     scan_timeout: float = 5.0,
 ) -> AsyncIterator[SimulatorSetup]:
@@ -52,8 +51,14 @@ async def open_simulator(
     Tier "memory" hosts it in an in-memory bleak backend; tier "bumble" puts it behind a bumble
     GATT peripheral on a virtual link reached through the bumble-central bleak backend.
     """
+    from firmware_bridge.transport.bumble_backend import BumbleBleakClient, BumbleBleakScanner
+    from sim.hosts import InMemoryBleakClient, InMemoryBleakScanner, SimulatedMassager, VirtualAir
+    from sim.hosts.virtual import VirtualRadio
+
+    if tier not in SIM_TIERS:
+        raise ValueError(f"unknown simulator tier {tier!r} (choose from {SIM_TIERS})")
     clock = clock or ScaledClock()
-    massager = SimulatedMassager(firmware=firmware, plan=plan, clock=clock)
+    massager = SimulatedMassager(firmware=firmware, plan=plan, clock=clock, foot=foot)
     if tier == "memory":
         air = VirtualAir([massager])
 
@@ -73,8 +78,6 @@ async def open_simulator(
         finally:
             await massager.close()
         return
-    if tier != "bumble":
-        raise ValueError(f"unknown simulator tier {tier!r} (choose from {SIM_TIERS})")
     radio = VirtualRadio(latency_s=latency_s)
     try:
         central = await radio.add_central()
@@ -110,6 +113,12 @@ async def open_hardware(
     scan_timeout: float = 10.0,
 ) -> AsyncIterator[BleakTransport]:
     """A real massager: the OS Bluetooth stack, or a bumble HCI transport (`--hci usb:0`)."""
+    from firmware_bridge.transport.bumble_backend import (
+        BumbleBleakClient,
+        BumbleBleakScanner,
+        open_central,
+    )
+
     if hci is None:
         device = await find_massager(address=address, name=name, timeout=scan_timeout)
         yield BleakTransport(device)
