@@ -218,7 +218,7 @@ async def find_massager(
         raise BluetoothUnavailableError(
             f"Bluetooth is not available here ({type(exc).__name__}: {exc}); "
             "for the simulator use `massager run --sim` or firmware_bridge.simulated(); for a "
-            "USB Bluetooth dongle use --hci usb:0 (hci=\"usb:0\" from Python)"
+            'USB Bluetooth dongle use --hci usb:0 (hci="usb:0" from Python)'
         ) from exc
     if device is None:
         wanted = address or name or f"service {SERVICE_UUID}"
