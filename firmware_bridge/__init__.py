@@ -82,23 +82,25 @@ _HOME_OF = {name: module for module, names in _HOMES.items() for name in names.s
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use (PEP 562)."""
-    if name == "__version__":  # read from the installed metadata only when asked
-        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - 60 ms
+if not TYPE_CHECKING:  # type checkers see the imports above: a misspelt name is an error
 
-        try:
-            value: Any = version("firmware-bridge")
-        except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
-            value = "0+unknown"
-        globals()[name] = value
+    def __getattr__(name: str) -> Any:
+        """Import a public name on first use (PEP 562)."""
+        if name == "__version__":  # read from the installed metadata only when asked
+            from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - 60 ms
+
+            try:
+                value: Any = version("firmware-bridge")
+            except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
+                value = "0+unknown"
+            globals()[name] = value
+            return value
+        home = _HOME_OF.get(name)
+        if home is None:
+            raise AttributeError(f"module 'firmware_bridge' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value  # next time it is a plain attribute
         return value
-    home = _HOME_OF.get(name)
-    if home is None:
-        raise AttributeError(f"module 'firmware_bridge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # next time it is a plain attribute
-    return value
 
 
 def __dir__() -> list[str]:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this marker)
 """`python -m firmware_bridge` is the `massager` command."""
 
 import sys

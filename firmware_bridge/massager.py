@@ -10,6 +10,7 @@ however it is left, writes zero to the device before disconnecting. The package 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -115,11 +116,19 @@ class Massager:
         """
         chosen = profile if isinstance(profile, Profile) else load_profile(profile)
         safety = settings or SafetySettings(cap=cap, max_session_s=max_minutes * 60)
-        record_to = (
-            Journal(chosen.name, header={"device": {"name": self.name, "address": self.address}})
-            if journal
-            else None
-        )
+        record_to = None
+        if journal:
+            # A simulated massager's sessions belong to the simulated person: never a real
+            # person's course. A real one's go to the default person (the OS user).
+            simulated = self.simulator is not None
+            header: dict[str, Any] = {
+                "device": {"name": self.name, "address": self.address},
+                "session_id": secrets.token_hex(6),
+                "simulated": simulated,
+            }
+            if simulated:
+                header |= {"person": "simulated-person", "device_key": "simulator"}
+            record_to = Journal(chosen.name, header=header)
 
         def sample(s: Sample) -> None:
             if record_to is not None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from firmware_bridge.device.events import StopReason
+
+# Who gave a rating: the person (keyboard, API), someone over MQTT, or the simulator's
+# virtual foot. Kept with every rating so a simulated rating is never read as a person's.
+RatingSource = Literal["person", "remote", "simulated"]
 
 # Stop reasons that end a session as intended (exit code 0); the rest are faults.
 DELIBERATE = frozenset(
@@ -35,6 +39,7 @@ class Sample:
     battery: int | None
     temperature_c: float | None
     stale: bool = False  # the device's last STATUS is overdue: applied/battery/temperature lag
+    paused: bool = False  # the person paused: output held at zero, the session limit runs on
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,16 @@ class SessionRecord:
     events: list[Event] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     ratings: list[tuple[float, int]] = field(default_factory=list)
+    rating_sources: list[RatingSource] = field(default_factory=list)  # one per rating, in order
+
+    def add_rating(self, t: float, nrs: int, source: RatingSource) -> None:
+        """A 0-10 rating at session time `t`, and who gave it."""
+        self.ratings.append((t, nrs))
+        self.rating_sources.append(source)
+
+    def rating_source(self, index: int) -> RatingSource:
+        """Who gave rating `index` (ratings appended without a source were the person's)."""
+        return self.rating_sources[index] if index < len(self.rating_sources) else "person"
 
     @property
     def ok(self) -> bool:
@@ -80,7 +95,10 @@ class SessionRecord:
             "stop_latency_ms": None
             if self.stop_latency_s is None
             else round(self.stop_latency_s * 1000, 3),
-            "ratings": [{"t": round(t, 2), "nrs": n} for t, n in self.ratings],
+            "ratings": [
+                {"t": round(t, 2), "nrs": n, "source": self.rating_source(i)}
+                for i, (t, n) in enumerate(self.ratings)
+            ],
             "events": [{"type": e.type, "t": round(e.t, 3), **e.detail} for e in self.events],
             "samples": len(self.samples),
         }

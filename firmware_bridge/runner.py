@@ -1,9 +1,12 @@
 """The runner: plays a profile through the safety governor on a connected massager.
 
 One TaskGroup per session owns the control loop (20 Hz, coalesced by the link), the per-second
-sampler (record + telemetry hook) and the ratings poller. `stop()` from any task or interface
-goes straight to the link (bypassing the control loop) and latches the governor; the device is
-left at zero however the session ends.
+sampler (record + telemetry hook), the ratings poller and the device timer. `stop()` from any
+task or interface goes straight to the link (bypassing the control loop) and latches the
+governor; the device is left at zero however the session ends. `pause()` and `lower_cap()`
+lower output at once too (through the governor, then straight to the link), without waiting
+for the next control tick; a pause holds the profile where it was while the session limit
+keeps counting (see `profile_clock`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
-from firmware_bridge.device import LinkEvent, MassagerLink, StopReason, StopResult
+from firmware_bridge.device import LinkEvent, LinkState, MassagerLink, StopReason, StopResult
 from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, MassagerError
-from firmware_bridge.record import Event, Sample, SessionRecord
+from firmware_bridge.profile_clock import ProfileClock
+from firmware_bridge.record import Event, RatingSource, Sample, SessionRecord
 from firmware_bridge.safety import (
     HARD_CEILING_S,
     Decision,
@@ -37,6 +42,10 @@ MAX_LATENESS_SAMPLES = 40_000  # 30 min at 20 Hz: the loop's own timing record s
 
 # Link stop reasons that end the session (everything the link latches on by itself).
 _LINK_STOPS = {reason.value: reason for reason in StopReason}
+# What the link reports that goes into the session's record (and the terminal, journal, MQTT).
+_RECORDED_LINK_EVENTS = frozenset(
+    {"stop", "fault", "link_lost", "reconnected", "nack", "button", "limit", "device_silent"}
+)
 
 
 class Session:
@@ -67,7 +76,10 @@ class Session:
         self.record = SessionRecord(profile=profile.name, cap=self.settings.cap)
         self.governor: SafetyGovernor | None = None
         self.segment = ""
+        self.segment_index = -1  # in play order (`profile.flat()`), -1 before the first tick
         self._t0 = 0.0
+        self._profile_clock: ProfileClock | None = None
+        self._timer_due = asyncio.Event()  # the device timer should be set again
         self.control_lateness_s: list[float] = []  # how late each control tick ran (real s)
         self._stop_task: asyncio.Task[StopResult] | None = None
         self.stop_requested: StopReason | None = None  # the first stop, even before run()
@@ -77,6 +89,12 @@ class Session:
     @property
     def elapsed_s(self) -> float:
         return self.clock.now() - self._t0 if self._t0 else 0.0
+
+    @property
+    def profile_s(self) -> float:
+        """How far into the profile the session is (pauses excluded)."""
+        clock = self._profile_clock
+        return clock.at(self.clock.now()) if clock is not None else 0.0
 
     async def stop(self, reason: StopReason = StopReason.USER_STOP) -> StopResult:
         """Stop now, from anywhere: zero goes to the device ahead of anything else.
@@ -101,17 +119,55 @@ class Session:
             self._stop_task = asyncio.create_task(self.stop(reason), name=f"stop {reason.value}")
         return self._stop_task
 
-    def report_discomfort(self, rating: int, *, may_release: bool = True) -> Decision:
-        """A 0-10 rating from the person (S6). Raises ValueError outside 0-10."""
+    def report_discomfort(
+        self, rating: int, *, may_release: bool = True, source: RatingSource = "person"
+    ) -> Decision:
+        """A 0-10 rating (S6), and who gave it. Raises ValueError outside 0-10."""
         if self.governor is None:
             raise RuntimeError("session not running")
         now = self.clock.now()
         decision = self.governor.report_discomfort(rating, now, may_release=may_release)
-        self.record.ratings.append((now - self._t0, rating))
-        self._event("discomfort", nrs=rating, decision=decision.value)
+        self.record.add_rating(now - self._t0, rating, source)
+        self._event("discomfort", nrs=rating, decision=decision.value, source=source)
         if decision is Decision.STOP:
             self.request_stop(StopReason.DISCOMFORT)
         return decision
+
+    def pause(self) -> bool:
+        """Output to zero now and held; the profile waits, the session limit runs on (S7)."""
+        governor, clock = self.governor, self._profile_clock
+        if governor is None or clock is None or governor.stopped or governor.paused:
+            return False
+        now = self.clock.now()
+        governor.pause(now)
+        clock.pause(now)
+        self._push_lower()
+        self._event("paused", cap=governor.cap)
+        self._timer_due.set()  # the profile's end moves; the device timer follows the limit
+        return True
+
+    def resume(self) -> bool:
+        """Output may rise again from zero at S2's rate; the profile goes on where it was."""
+        governor, clock = self.governor, self._profile_clock
+        if governor is None or clock is None or governor.stopped or not governor.paused:
+            return False
+        now = self.clock.now()
+        governor.resume(now)
+        self._event("resumed", paused_s=round(clock.resume(now), 3))
+        self._timer_due.set()
+        return True
+
+    def lower_cap(self) -> int | None:
+        """This session's cap one lower (never higher), output above it falls at once."""
+        governor = self.governor
+        if governor is None or governor.stopped or self._profile_clock is None:
+            return None
+        before = governor.cap
+        cap = governor.lower_cap()
+        self._push_lower()
+        if cap != before:
+            self._event("cap_lowered", cap=cap, source="person")
+        return cap
 
     async def run(self) -> SessionRecord:
         """Play the profile until it completes or something stops it; returns the record."""
@@ -131,6 +187,7 @@ class Session:
                     others = [
                         group.create_task(self._sampler(), name="sampler"),
                         group.create_task(self._ratings(), name="ratings"),
+                        group.create_task(self._device_timer(), name="device timer"),
                     ]
                     control.add_done_callback(lambda _t: [t.cancel() for t in others])
         except* Exception as failure:  # S9: any unhandled exception in a session task is a fault
@@ -170,10 +227,10 @@ class Session:
             return False
         self._t0 = self.clock.now()
         governor.start(self._t0)
+        self._profile_clock = ProfileClock(self._t0)
         limit = self.settings.session_limit_s
-        backstop = min(limit, self.timeline.duration_s) + DEVICE_TIMER_MARGIN_S
         try:
-            await link.set_timer(int(min(backstop, HARD_CEILING_S)))
+            await link.set_timer(self._device_timer_s())
         except (DeviceRejectedError, DeviceTimeoutError) as exc:  # our own limit still applies
             self._event("limit", device_timer="not set", problem=str(exc))
         self._event(
@@ -198,10 +255,11 @@ class Session:
         next_tick = self.clock.now()
         while not governor.stopped:
             now = self.clock.now()
-            position = self.timeline.at(now - self._t0)
+            position = self.timeline.at(self.profile_s)
             if position is None:
                 governor.stop(StopReason.COMPLETED)
                 break
+            self.segment_index = position.index
             if position.label != self.segment:
                 self.segment = position.label
                 self._event("segment", index=position.index, label=position.label)
@@ -230,9 +288,40 @@ class Session:
             await self.clock.sleep(self.rating_period_s)
             rating = self.rating_source()
             if rating is not None and self.governor is not None and not self.governor.stopped:
-                self.report_discomfort(rating)
+                self.report_discomfort(rating, source="simulated")  # the simulator's virtual foot
+
+    async def _device_timer(self) -> None:
+        """Set the device's timer again when a pause moves the profile's end (latest wins)."""
+        while True:
+            await self._timer_due.wait()
+            self._timer_due.clear()
+            try:
+                await self.link.set_timer(self._device_timer_s())
+            except (DeviceRejectedError, DeviceTimeoutError) as exc:  # our own limit still holds
+                self._event("limit", device_timer="not set", problem=str(exc))
+            except MassagerError as exc:  # link lost: that stop is handled where it is seen
+                _LOGGER.debug("%s: device timer not set: %s", self.link.transport.name, exc)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _device_timer_s(self) -> int:
+        """The device timer, a backstop just after the session's end (S7): the limit's or,
+        when sooner, the profile's (which a pause postpones, so it is left out while paused)."""
+        now, governor = self.clock.now(), self.governor
+        left = governor.remaining(now) if governor else self.settings.session_limit_s
+        if governor is None or not governor.paused:
+            left = min(left, self.timeline.duration_s - self.profile_s)
+        return math.ceil(min(max(0.0, left) + DEVICE_TIMER_MARGIN_S, HARD_CEILING_S))
+
+    def _push_lower(self) -> None:
+        """Send the governor's output now, not at the next tick: only ever a fall (S2)."""
+        governor, link, caps = self.governor, self.link, self.link.capabilities
+        if governor is None or caps is None:
+            return
+        levels = to_levels(governor.output, caps.max_level)
+        if any(levels) and (link.latched or link.state != LinkState.READY):
+            return  # the link refuses output now; it is at zero or on its way there
+        link.set_levels(levels)
 
     async def _finish(self, reason: StopReason) -> None:
         """Zero the device (confirmed where possible) and close the record."""
@@ -266,33 +355,32 @@ class Session:
             return 0.0
         return max(levels) / caps.max_level
 
-    def _sample(self) -> None:
-        governor = self.governor
+    def snapshot(self) -> Sample:
+        """The session right now (what the per-second samples record), for a live view."""
+        governor, link, caps = self.governor, self.link, self.link.capabilities
         now = self.clock.now()
-        commanded = self.link.commanded
-        intensity = self._fraction(commanded)
+        profile_left = max(0.0, self.timeline.duration_s - self.profile_s)
+        return Sample(
+            elapsed_s=round(now - self._t0, 3) if self._t0 else 0.0,
+            remaining_s=round(min(governor.remaining(now), profile_left) if governor else 0.0, 3),
+            segment=self.segment,
+            intensity=round(self._fraction(link.commanded), 4),
+            applied=round(self._fraction(link.applied), 4),
+            zones=tuple(round(level / caps.max_level, 4) for level in link.commanded)
+            if caps
+            else (),
+            nrs=governor.last_rating if governor else None,
+            battery=link.battery_pct,
+            temperature_c=link.temperature_c,
+            stale=link.stale,
+            paused=governor is not None and governor.paused,
+        )
+
+    def _sample(self) -> None:
         self.record.max_intensity = max(
             self.record.max_intensity, self._fraction((self.link.peak_level,))
         )
-        caps = self.link.capabilities
-        sample = Sample(
-            elapsed_s=round(now - self._t0, 3),
-            remaining_s=round(
-                min(
-                    governor.remaining(now) if governor else 0.0,
-                    max(0.0, self.timeline.duration_s - (now - self._t0)),
-                ),
-                3,
-            ),
-            segment=self.segment,
-            intensity=round(intensity, 4),
-            applied=round(self._fraction(self.link.applied), 4),
-            zones=tuple(round(level / caps.max_level, 4) for level in commanded) if caps else (),
-            nrs=governor.last_rating if governor else None,
-            battery=self.link.battery_pct,
-            temperature_c=self.link.temperature_c,
-            stale=self.link.stale,
-        )
+        sample = self.snapshot()
         self.record.samples.append(sample)
         if self.on_sample is not None:
             self.on_sample(sample)
@@ -308,14 +396,5 @@ class Session:
             reason = _LINK_STOPS.get(str(event.detail.get("reason")), StopReason.FAULT)
             if self.governor is not None:
                 self.governor.stop(reason)
-        if event.kind in {
-            "stop",
-            "fault",
-            "link_lost",
-            "reconnected",
-            "nack",
-            "button",
-            "limit",
-            "device_silent",
-        }:
+        if event.kind in _RECORDED_LINK_EVENTS:
             self._event(event.kind, **dict(event.detail))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import Phase, settings
 
+from firmware_bridge.cli.settings import KEYS as CONFIG_KEYS
 from tests.campaign import STATS
 from tests.rigs import TIERS, Rig, open_rig
 
@@ -23,6 +24,16 @@ def _private_data_dir(
 ) -> None:
     """Journals and outboxes of tests never touch the user's data directory."""
     monkeypatch.setenv("MASSAGER_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The developer's own config.toml and MASSAGER_* settings never change a test's result."""
+    monkeypatch.setenv("MASSAGER_CONFIG", str(tmp_path_factory.mktemp("config") / "none.toml"))
+    for key in CONFIG_KEYS:
+        monkeypatch.delenv(key.env, raising=False)
 
 
 @pytest.fixture(params=TIERS)

@@ -6,37 +6,138 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
+from firmware_bridge.cli.helptext import BAD_INPUT, INTERRUPTED, epilog, group_help
 from profiles.loader import ProfileError, library_names, load_builtin, load_file
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def add_misc_commands(commands: Any) -> None:
-    profiles = commands.add_parser("profiles", help="list, show or validate profiles")
-    sub = profiles.add_subparsers(dest="profiles_command", required=True)
-    listing = sub.add_parser("list", help="the built-in profiles")
+    profiles = commands.add_parser(
+        "profiles",
+        help="list, show or validate profiles",
+        description="The built-in profile library, and checks for your own TOML profiles.",
+        epilog=epilog(
+            [
+                "massager profiles list",
+                "massager profiles show heel-spur",
+                "massager profiles validate my-profile.toml",
+            ],
+            [("0", "done (profiles with no subcommand prints this help)"), BAD_INPUT],
+        ),
+    )
+    profiles.set_defaults(handler=group_help(profiles))
+    sub = profiles.add_subparsers(dest="profiles_command", title="subcommands")
+    listing = sub.add_parser(
+        "list",
+        help="the built-in profiles",
+        description="One line per built-in profile: name, length and title.",
+        epilog=epilog(
+            ["massager profiles list", "massager profiles list | grep -i heel"],
+            [("0", "listed")],
+        ),
+    )
     listing.set_defaults(handler=profiles_list)
-    show = sub.add_parser("show", help="one profile's segments")
-    show.add_argument("name", help="built-in name or a TOML file")
+    show = sub.add_parser(
+        "show",
+        help="one profile's segments",
+        description="A profile's title, description and segments (start, kind, length, peak "
+        "level, zones).",
+        epilog=epilog(
+            ["massager profiles show heel-spur", "massager profiles show ./my-profile.toml"],
+            [
+                ("0", "shown"),
+                (
+                    "2",
+                    "no such built-in profile, or a file with problems: one "
+                    "line per problem, naming the file and field",
+                ),
+            ],
+        ),
+    )
+    show.add_argument("name", help="built-in name (see `profiles list`) or a TOML file")
     show.set_defaults(handler=profiles_show)
-    validate = sub.add_parser("validate", help="check a profile file; exit 2 on any problem")
-    validate.add_argument("file")
+    validate = sub.add_parser(
+        "validate",
+        help="check a profile file; exit 2 on any problem",
+        description="Check a TOML profile file as `run` would, without a device.",
+        epilog=epilog(
+            [
+                "massager profiles validate my-profile.toml",
+                'for f in *.toml; do massager profiles validate "$f"; done',
+            ],
+            [
+                ("0", "the file is a valid profile"),
+                ("2", "it is not: one line per problem, naming the file and field"),
+            ],
+        ),
+    )
+    validate.add_argument("file", help="a TOML profile file")
     validate.set_defaults(handler=profiles_validate)
 
-    scan = commands.add_parser("scan", help="look for massagers nearby")
+    scan = commands.add_parser(
+        "scan",
+        help="look for massagers nearby",
+        description="Listen for massagers advertising their service and print address, "
+        "signal strength and name of each.",
+        epilog=epilog(
+            ["massager scan", "massager scan --timeout 15", "massager scan --hci usb:0"],
+            [
+                ("0", 'scanned (none found is also 0: "no massagers found" on stderr)'),
+                ("1", "Bluetooth is not available, or the --hci transport would not open"),
+                BAD_INPUT,
+                INTERRUPTED,
+            ],
+        ),
+    )
     scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen")
     scan.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
     scan.set_defaults(handler=scan_command)
 
-    past = commands.add_parser("history", help="past sessions from the local journal")
+    past = commands.add_parser(
+        "history",
+        help="your past sessions, with their ratings",
+        description="One line per session of a person (--person, default: the config's, "
+        "else your login name): start, profile, length, how it ended, the ceiling, and the "
+        "ratings before, during (the highest), after and the next morning. A session cut "
+        "short by a crash is there with what it wrote. --journal lists the journal files "
+        "themselves, every person's (MASSAGER_DATA_DIR reads another data directory).",
+        epilog=epilog(
+            [
+                "massager history",
+                "massager history --person ana --last 5",
+                "massager history --json",
+                "massager history --journal",
+            ],
+            [("0", "listed (an unreadable journal is a line saying so, not an error)"), BAD_INPUT],
+        ),
+    )
+    past.add_argument("--person", metavar="NAME", help="whose sessions (default: config, else you)")
     past.add_argument("--json", action="store_true", help="one JSON object per session")
-    past.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    past.add_argument("--last", type=_positive, default=20, help="how many (default 20)")
+    past.add_argument("--journal", action="store_true", help="the journal files, every person's")
     past.set_defaults(handler=history_command)
 
     sim = commands.add_parser(
-        "sim", help="run the simulated massager as a BLE peripheral on a bumble HCI transport"
+        "sim",
+        help="run the simulated massager as a BLE peripheral on a bumble HCI transport",
+        description="Serve the simulated massager on a Bluetooth controller (or a TCP HCI "
+        "socket) until Ctrl-C, so another machine or process can connect to it.",
+        epilog=epilog(
+            [
+                "massager sim --hci tcp-server:_:9000",
+                "massager sim --hci usb:0 --name FootMassager-test",
+                "massager sim --hci usb:0 --no-watchdog",
+            ],
+            [
+                ("0", "ended with Ctrl-C"),
+                ("1", "the transport could not be opened or failed"),
+                BAD_INPUT,
+            ],
+        ),
     )
     sim.add_argument(
         "--hci", metavar="MONIKER", required=True, help="e.g. usb:0, tcp-server:_:9000"
@@ -92,7 +193,48 @@ def _problems(exc: ProfileError) -> None:
         print(f"massager: error: {line}", file=sys.stderr)
 
 
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def history_command(args: argparse.Namespace) -> int:
+    if getattr(args, "journal", False):
+        return journal_history(args)
+    from firmware_bridge.cli.person import person_of
+    from firmware_bridge.store import Store, StoreError
+
+    person = person_of(args)
+    try:
+        with Store.open() as store:
+            store.import_journal(person)  # sessions a crash cut short, from the journal
+            sessions = store.sessions(person, limit=args.last)
+    except StoreError as exc:
+        print(f"massager: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        for s in sessions:
+            print(json.dumps(asdict(s) | {"person": person}, default=str))
+        return EXIT_OK
+    if not sessions:
+        print(f"no sessions of {person} yet (see `massager history --journal`)", file=sys.stderr)
+    for s in sessions:
+        minutes = "    ?" if s.duration_s is None else f"{s.duration_s / 60:5.1f}"
+        during = max((n for _, n, _ in s.ratings), default=None)
+        said = " ".join(
+            f"{what} {'-' if n is None else n}"
+            for what, n in (("before", s.before), ("max", during), ("after", s.after))
+        )
+        morning = "no check-in" if s.morning is None else f"morning {s.morning}"
+        print(
+            f"{s.started_at:%Y-%m-%d %H:%M}  {s.profile:12} {minutes} min  "
+            f"{s.stop_reason or 'interrupted':13} ceiling {s.ceiling:4.0%}  {said}  {morning}"
+        )
+    return EXIT_OK
+
+
+def journal_history(args: argparse.Namespace) -> int:
     from firmware_bridge.journal import data_dir, history
 
     sessions = history()[-max(1, args.last) :]

@@ -1,20 +1,53 @@
-"""The terminal: a live one-line progress display, notices and the end-of-session summary."""
+"""The terminal's words: the notice, plain progress lines and the end-of-session summary."""
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+import textwrap
+from typing import Any
 
-from firmware_bridge.record import Event, Sample, SessionRecord
+from firmware_bridge.record import Event, RatingSource, SessionRecord
 
+# Folded to fit an 80-column terminal: a line the terminal has to wrap breaks mid-word.
 NOTICE = """\
-Comfort and relaxation only; this is not a medical device and makes no treatment claims.
-Do not use it over wounds, inflammation, skin disease, varicose veins or thrombosis, in fever,
-pregnancy, with a pacemaker or implant, with loss of sensation in the feet (diabetes,
-neuropathy), or with cancer, unless a clinician has said it is fine for you. Intensity should
-stay at mild discomfort at most, never pain: stop at any time (Ctrl-C, or the device button)."""
+Comfort and relaxation only; this is not a medical device and makes no
+treatment claims. Do not use it over wounds, inflammation, skin disease,
+varicose veins or thrombosis, in fever, pregnancy, with a pacemaker or
+implant, with loss of sensation in the feet (diabetes, neuropathy), or with
+cancer, unless a clinician has said it is fine for you. Intensity should stay
+at mild discomfort at most, never pain: stop at any time (Ctrl-C, or the
+device button)."""
 
 BAR_WIDTH = 12
-_NOTABLE = {"link_lost", "reconnected", "fault", "nack", "button", "limit", "stop"}
+# Who gave a rating, in the person's words (the JSON summary keeps the short names).
+SOURCE_WORDS: dict[RatingSource, str] = {
+    "person": "you",
+    "remote": "remote (MQTT)",
+    "simulated": "simulated person",
+}
+# What last changed the simulated motors (its record's cause), in words.
+_CAUSES = {
+    "stop": "a STOP",
+    "set": "a level write",
+    "watchdog": "its watchdog",
+    None: "nothing",
+}
+# Without a screen, one line each for these (a log, a service, `--json` on stderr).
+PLAIN_EVENTS = frozenset(
+    {
+        "segment",
+        "discomfort",
+        "paused",
+        "resumed",
+        "cap_lowered",
+        "limit",
+        "button",
+        "link_lost",
+        "reconnected",
+        "device_silent",
+        "fault",
+        "stop",
+    }
+)
 
 
 def mmss(seconds: float) -> str:
@@ -27,41 +60,30 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-class ProgressLine:
-    """Rewrites one terminal line per sample; notable events get a line of their own."""
-
-    def __init__(self, stream: TextIO, profile: str) -> None:
-        self.stream = stream
-        self.profile = profile
-        self._shown = False
-
-    def sample(self, s: Sample) -> None:
-        rating = "-" if s.nrs is None else str(s.nrs)
-        battery = "?" if s.battery is None else f"{s.battery}%"
-        line = (
-            f"{self.profile} | {s.segment[:28]:28} {mmss(s.elapsed_s)} left {mmss(s.remaining_s)}"
-            f" | {bar(s.intensity)} {s.intensity:4.0%} applied {s.applied:4.0%}"
-            f" | battery {battery} | rating {rating}"
-        )
-        self.stream.write("\r\x1b[2K" + line)
-        self.stream.flush()
-        self._shown = True
-
-    def event(self, event: Event) -> None:
-        if event.type not in _NOTABLE:
-            return
-        detail = ", ".join(f"{k}={v}" for k, v in event.detail.items())
-        self.stream.write(("\n" if self._shown else "") + f"  [{event.type}] {detail}\n")
-        self.stream.flush()
-        self._shown = False
-
-    def close(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
+def event_detail(event: Event) -> str:
+    """The few words after an event's type in a line of progress."""
+    d = event.detail
+    if event.type == "discomfort":
+        who = SOURCE_WORDS.get(d.get("source", "person"), str(d.get("source")))
+        return f"{d.get('nrs')} by {who} ({d.get('decision')})"
+    if event.type == "cap_lowered":
+        return f"to {d.get('cap')}"
+    if event.type == "resumed":
+        return f"after {mmss(float(d.get('paused_s', 0.0)))}"
+    if event.type == "paused":
+        return "output at zero"
+    text = d.get("label") or d.get("reason")
+    if text:
+        return str(text)
+    return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
-def human_summary(record: SessionRecord, extra: dict[str, Any]) -> str:
+def plain_line(event: Event) -> str:
+    return f"{mmss(event.t)} {event.type} {event_detail(event)}".rstrip()
+
+
+def human_summary(record: SessionRecord, extra: dict[str, Any], width: int | None = None) -> str:
+    """What happened, in sentences; folded to `width` columns when printed on a terminal."""
     reason = record.stop_reason.value if record.stop_reason else "unknown"
     lines = [
         f"Session {reason.replace('_', ' ')} after {mmss(record.duration_s)} "
@@ -70,11 +92,44 @@ def human_summary(record: SessionRecord, extra: dict[str, Any]) -> str:
         f"(cap {record.cap} = {record.cap / 10:.0%}).",
     ]
     if record.stop_confirmed:
-        lines.append("The device confirmed zero output.")
+        latency = record.stop_latency_s
+        after = "" if latency is None else f" {latency * 1000:.1f} ms after the stop"
+        lines.append(f"The device confirmed zero output{after}.")
     elif record.stop_confirmed is False:
         lines.append("The device did not confirm zero; its watchdog stops it within 1.5 s.")
-    if record.ratings:
-        lines.append("Ratings: " + " ".join(str(n) for _, n in record.ratings))
+    lines += _person_lines(record)
     if "device" in extra:
         lines.append(f"Device: {extra['device']['name']} (failsafe {extra['device']['failsafe']}).")
-    return "\n".join(lines)
+    if "sim" in extra:
+        levels = " ".join(str(level) for level in extra["sim"]["final_levels"])
+        cause = _CAUSES.get(extra["sim"]["last_change"], extra["sim"]["last_change"])
+        lines.append(f"Simulated massager: motors at {levels} at the end, last set by {cause}.")
+    if width is None:
+        return "\n".join(lines)
+    return "\n".join(textwrap.fill(line, max(20, width - 1)) for line in lines)
+
+
+def _person_lines(record: SessionRecord) -> list[str]:
+    """Ratings by who gave them, pauses and a lowered cap."""
+    lines = []
+    if record.ratings:
+        by: dict[str, list[str]] = {}
+        for index, (_, nrs) in enumerate(record.ratings):
+            by.setdefault(SOURCE_WORDS[record.rating_source(index)], []).append(str(nrs))
+        lines.append("Ratings: " + "; ".join(f"{who} {' '.join(n)}" for who, n in by.items()))
+    pauses = [e for e in record.events if e.type in {"paused", "resumed"}]
+    if pauses:
+        held, since = 0.0, None
+        for event in pauses:  # they alternate: paused, resumed, paused, ...
+            if event.type == "paused":
+                since = event.t
+            elif since is not None:
+                held, since = held + event.t - since, None
+        if since is not None:  # still paused when the session ended
+            held += max(0.0, record.duration_s - since)
+        count = sum(1 for e in pauses if e.type == "paused")
+        lines.append(f"Paused {count} time(s), {mmss(held)} in all (output at zero).")
+    caps = [e for e in record.events if e.type == "cap_lowered"]
+    if caps:
+        lines.append(f"Cap lowered during the session to {caps[-1].detail.get('cap')}.")
+    return lines

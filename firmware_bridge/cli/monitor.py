@@ -354,11 +354,29 @@ def monitor_command(args: argparse.Namespace) -> int:
 
 
 def add_monitor_commands(commands: Any) -> None:
+    from firmware_bridge.cli.helptext import BAD_INPUT, epilog
+
     monitor = commands.add_parser(
         "monitor",
         help="watch massagers over MQTT",
         description="Show every massager's state and telemetry live (a table on a terminal, "
-        "one line per change otherwise).",
+        "one line per change otherwise). Ctrl-C quits.",
+        epilog=epilog(
+            [
+                "massager monitor",
+                "massager monitor --mqtt mqtt://broker.lan:1883 --device-id living-room",
+                "massager monitor --once",
+                "massager monitor --duration 60 > monitor.log",
+            ],
+            [
+                ("0", "done: --once printed, --duration elapsed, or Ctrl-C"),
+                (
+                    "1",
+                    "the broker could not be reached at the start (a lost connection is retried)",
+                ),
+                BAD_INPUT,
+            ],
+        ),
     )
     add_broker_arguments(monitor, url_help=f"broker (default {DEFAULT_MQTT})")
     monitor.add_argument("--device-id", help="only this device")

@@ -1,4 +1,4 @@
-"""The MQTT flags every command that talks to a broker shares (run, monitor, stop).
+"""The MQTT flags every command that talks to a broker shares (run, monitor, stop, doctor).
 
 One definition, so `massager stop` reaches exactly the brokers `massager run` can: a URL, a
 TOML config file, credentials from flags or the environment, and TLS with a private CA.
@@ -7,6 +7,7 @@ TOML config file, credentials from flags or the environment, and TLS with a priv
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from firmware_bridge.telemetry.mqtt import BrokerSettings
@@ -15,7 +16,10 @@ from firmware_bridge.telemetry.topics import DEFAULT_PREFIX, Topics
 
 def add_broker_arguments(parser: argparse.ArgumentParser, *, url_help: str) -> None:
     """`--mqtt URL`, `--mqtt-config FILE`, credentials, TLS files and the topic prefix."""
-    group = parser.add_argument_group("MQTT broker")
+    group = parser.add_argument_group(
+        "MQTT broker",
+        "Defaults can come from config.toml or MASSAGER_* variables (massager config --help).",
+    )
     group.add_argument("--mqtt", metavar="URL", help=url_help)
     group.add_argument(
         "--mqtt-config", metavar="FILE", help="TOML file with an [mqtt] table (url, username, ...)"
@@ -54,7 +58,9 @@ def settings_from_args(args: argparse.Namespace, url: str) -> BrokerSettings:
     check_prefix(args.prefix)
     if args.mqtt_config:
         return BrokerSettings.from_config(args.mqtt_config, **_options(args))
-    return BrokerSettings.from_url(url, **_options(args))
+    # Credentials from config.toml rank below the URL's and the MASSAGER_MQTT_* variables.
+    fallback: dict[str, str] = getattr(args, "broker_fallback", None) or {}
+    return BrokerSettings.from_url(url, **_options(args), env=fallback | dict(os.environ))
 
 
 def check_prefix(prefix: str) -> None:

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,7 +30,7 @@ from firmware_bridge.errors import (
     MassagerError,
 )
 from firmware_bridge.protocol import ScaledClock
-from firmware_bridge.record import Event, Sample, SessionRecord
+from firmware_bridge.record import Event, SessionRecord
 from firmware_bridge.runner import Session
 from firmware_bridge.safety import DEFAULT_CAP, DEFAULT_SESSION_S, HARD_CEILING_S, SafetySettings
 from firmware_bridge.telemetry.bridge import SessionTelemetry
@@ -57,10 +59,42 @@ def _number(kind: type[float] | type[int], low: float, high: float, what: str) -
 
 
 def add_run_command(commands: Any) -> None:
+    from firmware_bridge.cli.helptext import epilog
+
     run = commands.add_parser(
         "run",
         help="play a profile on a massager (or the simulator with --sim)",
         description="Play a profile under the safety governor. Ctrl-C stops at once.",
+        epilog=epilog(
+            [
+                "massager run heel-spur --sim",
+                "massager run relax --sim --speed 60 --json",
+                "massager run my-profile.toml --address AA:BB:CC:DD:EE:FF --cap 3",
+                "massager run heel-spur --hci usb:0 --mqtt mqtt://127.0.0.1:1883",
+            ],
+            [
+                (
+                    "0",
+                    "the session completed or was stopped on purpose: Ctrl-C, `massager "
+                    "stop`, the device's button, the time limit or a discomfort rating",
+                ),
+                (
+                    "1",
+                    "a fault: no device found or it would not connect, the link was lost, "
+                    "a device fault, low battery or over-temperature",
+                ),
+                (
+                    "2",
+                    "bad input: one line on stderr names the flag, file or field; also when "
+                    "the device id is in use by another session or the broker refuses it "
+                    "(certificate, ACL)",
+                ),
+                ("130", "Ctrl-C again while shutting down"),
+            ],
+            notes="Defaults of --cap, --max-minutes, --telemetry-hz, --address, --name,\n"
+            "--device-id and the MQTT flags can come from config.toml or MASSAGER_*\n"
+            "variables (see `massager config --help`); a flag given here always wins.",
+        ),
     )
     run.add_argument("profile", help="built-in profile name (see `profiles list`) or a TOML file")
     run.add_argument("--sim", action="store_true", help="use the simulated massager")
@@ -91,6 +125,12 @@ def add_run_command(commands: Any) -> None:
         f"{HARD_CEILING_S / 60:g})",
     )
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    run.add_argument(
+        "--person",
+        metavar="NAME",
+        help="whose session (default: config, else your login name; with --sim: the "
+        "built-in simulated person)",
+    )
     run.add_argument("--device-id", help="id in MQTT topics (default: from the device address)")
     select = run.add_mutually_exclusive_group()
     select.add_argument("--address", help="connect to this Bluetooth address")
@@ -135,7 +175,23 @@ def run_command(args: argparse.Namespace) -> int:
 
     print(NOTICE, file=sys.stderr)
     settings = SafetySettings(cap=args.cap, max_session_s=args.max_minutes * 60)
-    return asyncio.run(_run(args, profile, settings, broker))
+    from firmware_bridge.cli.gate import GateRefusal, ask_after, open_gate
+    from firmware_bridge.store import StoreError
+
+    try:  # whose session, screened (S11) and allowed today (S12), before any device is touched
+        args.gate = open_gate(args)
+    except (GateRefusal, StoreError) as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    try:
+        code = asyncio.run(_run(args, profile, settings, broker))
+        ask_after(args.gate)
+    except GateRefusal as exc:  # a second session started meanwhile: the device was zeroed
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    finally:
+        args.gate.close()
+    return code
 
 
 @asynccontextmanager
@@ -214,9 +270,29 @@ async def _run_device(
                     "firmware": caps.firmware_version if caps else None,
                 }
                 device_id = device_id_for(args, str(device["address"]))
+                from firmware_bridge.cli.gate import SIM_DEVICE, finish, settle
+
+                device_key = SIM_DEVICE if args.sim else str(device["address"])
+                person = {"person": args.gate.person, "simulated": args.gate.demo}
                 async with session_telemetry(
-                    args, *broker, profile=profile.name, device_id=device_id, device=device
+                    args,
+                    *broker,
+                    profile=profile.name,
+                    device_id=device_id,
+                    device=device,
+                    header=person | {"device_key": device_key},
                 ) as telemetry:
+                    journal = telemetry.journal
+                    settings = await asyncio.to_thread(
+                        settle,
+                        args.gate,
+                        args,
+                        device=device_key,
+                        profile=profile,
+                        settings=settings,
+                        session_id=telemetry.session_id,
+                        journal_file=journal.path.name if journal is not None else None,
+                    )
                     record, extra = await _play(
                         args,
                         link,
@@ -227,6 +303,7 @@ async def _run_device(
                         stopper=stopper,
                     )
                     extra["device"] = device | {"id": device_id}
+                    extra |= await finish(args.gate, record)
                     telemetry.finish(record, extra)
                     await telemetry.flushed()
                     extra |= telemetry.journal_note()
@@ -264,75 +341,81 @@ async def _play(
     telemetry: SessionTelemetry,
     stopper: _Stopper,
 ) -> tuple[SessionRecord, dict[str, Any]]:
-    from firmware_bridge.cli.display import ProgressLine, mmss
+    from firmware_bridge.cli.display import PLAIN_EVENTS, plain_line
+    from firmware_bridge.cli.keys import Keyboard, interactive, one_key_input
+    from firmware_bridge.cli.live import LiveScreen, screen_console
 
-    live = sys.stdout.isatty() and not args.json
-    display = ProgressLine(sys.stdout, profile.name) if live else None
-
-    def on_sample(sample: Sample) -> None:
-        telemetry.sample(sample)
-        if display is not None:
-            display.sample(sample)
+    # The screen goes where progress goes: stdout, or stderr when stdout carries --json.
+    console = screen_console(sys.stderr if args.json else sys.stdout)
+    keys = interactive(sys.stdin.fileno()) if sys.stdin is not None else False
+    screen: LiveScreen | None = None
 
     def on_event(event: Event) -> None:
         telemetry.event(event)
-        if display is not None:
-            display.event(event)
-        elif not args.json and event.type in {"segment", "stop", "link_lost", "fault"}:
-            # Not a terminal (a log file, a service): one plain line per step of progress.
-            detail = event.detail.get("label") or event.detail.get("reason") or ""
-            with contextlib.suppress(OSError):  # a closed pipe must not become a fault
-                print(
-                    f"{mmss(event.t)} {event.type} {detail}".rstrip(), file=sys.stderr, flush=True
-                )
+        if screen is not None:
+            screen.event(event)
+        elif event.type in PLAIN_EVENTS:  # no screen (a log, a service): one plain line each
+            _say(plain_line(event))
 
     session = Session(
         link,
         profile,
         settings,
-        rating_source=massager.rating if massager is not None else None,
-        on_sample=on_sample,
+        # The simulated person rates only its own demo sessions: a person on the simulator rates
+        # for themselves, and a simulated rating never enters their course.
+        rating_source=massager.rating if massager is not None and args.gate.demo else None,
+        on_sample=telemetry.sample,
         on_event=on_event,
     )
     telemetry.attach(session)
+    if console is not None:
+        screen = LiveScreen(console, session, demo=args.sim, keys=keys)
     extra: dict[str, Any] = {"speed": args.speed, "session_id": telemetry.session_id}
-    print(
+    hint = " Ctrl-C stops."
+    if keys:
+        hint = (
+            "" if screen else " Keys: space stops, 0-9 or x (10) rate, - lowers the cap, p pauses."
+        )
+    _say(
         f"Playing {profile.name} ({profile.duration_s / 60:.1f} min, limit "
-        f"{settings.session_limit_s / 60:g} min, cap {settings.cap}) on {link.transport.name}. "
-        "Ctrl-C stops" + ("; type 0-10 + Enter to rate discomfort." if sys.stdin.isatty() else "."),
-        file=sys.stderr,
-        flush=True,
+        f"{settings.session_limit_s / 60:g} min, cap {settings.cap}) on {link.transport.name}."
+        + hint
     )
     stopper.session = session
-    keyboard = _keyboard(session) if sys.stdin.isatty() else contextlib.nullcontext()
-    try:
-        with keyboard:
+    with contextlib.ExitStack() as terminal:  # unwound on every way out: the terminal is restored
+        if screen is not None:
+            terminal.enter_context(screen)
+        if keys:
+            said = screen.said if screen is not None else _say
+            terminal.enter_context(one_key_input(sys.stdin.fileno(), Keyboard(session, said)))
+        drawing = asyncio.create_task(screen.refreshing(), name="screen") if screen else None
+        try:
             record = await session.run()
-    finally:
-        if display is not None:
-            display.close()
+        finally:
+            if drawing is not None:
+                drawing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                    await drawing  # RuntimeError: the screen failed and stopped the session
+        if screen is not None:
+            screen.finish(record)
     return record, extra
 
 
-@contextlib.contextmanager
-def _keyboard(session: Session) -> Any:
-    """Line input while running: a number 0-10 is a rating; s, q or stop ends the session."""
-    loop = asyncio.get_running_loop()
+def _say(text: str) -> None:
+    """A line for the person on stderr, folded to the terminal; a closed pipe is no fault."""
+    with contextlib.suppress(OSError):
+        print(_fold(text, sys.stderr), file=sys.stderr, flush=True)
 
-    def on_line() -> None:
-        text = sys.stdin.readline().strip().lower()
-        if text in {"s", "q", "stop", "quit"}:
-            session.request_stop(StopReason.USER_STOP)
-        elif text.isdigit() and 0 <= int(text) <= 10:
-            session.report_discomfort(int(text))
-        elif text:
-            print(f"  (type 0-10 to rate, or s to stop; not {text!r})", file=sys.stderr)
 
-    loop.add_reader(sys.stdin.fileno(), on_line)
+def _fold(text: str, stream: Any) -> str:
+    """`text` folded to `stream`'s terminal width, so the terminal never wraps mid-word."""
     try:
-        yield
-    finally:
-        loop.remove_reader(sys.stdin.fileno())
+        width = os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
+    except (OSError, ValueError):  # no terminal, or a stream without a file descriptor
+        width = None
+    if width is None:
+        return text
+    return "\n".join(textwrap.fill(line, max(20, width - 1)) for line in text.splitlines())
 
 
 def _report(args: argparse.Namespace, record: SessionRecord, extra: dict[str, Any]) -> None:
@@ -341,4 +424,4 @@ def _report(args: argparse.Namespace, record: SessionRecord, extra: dict[str, An
         return
     from firmware_bridge.cli.display import human_summary
 
-    print(human_summary(record, extra))
+    print(_fold(human_summary(record, extra), sys.stdout))

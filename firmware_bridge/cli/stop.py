@@ -237,12 +237,34 @@ def _seconds(text: str) -> float:
 
 
 def add_stop_command(commands: Any) -> None:
+    from firmware_bridge.cli.helptext import INTERRUPTED, epilog
+
     stop = commands.add_parser(
         "stop",
         help="stop a massager over MQTT and report what it confirmed",
         description="Send a stop to a massager (the only online one unless told which) and "
-        "wait for each device to confirm zero. Exit 0 only when every one confirmed; 1 when "
-        "one did not, is offline or unknown; 2 for bad input.",
+        "wait for each device to confirm zero; one line per device says what became of it.",
+        epilog=epilog(
+            [
+                "massager stop",
+                "massager stop --device-id living-room",
+                "massager stop --all --mqtt mqtts://broker.lan --mqtt-ca ca.pem",
+                "massager stop --all --timeout 10",
+            ],
+            [
+                ("0", "every targeted device confirmed zero (or none is online: nothing to stop)"),
+                (
+                    "1",
+                    "a device did not confirm, is offline or unknown on the broker, or "
+                    "the broker could not be reached",
+                ),
+                (
+                    "2",
+                    "bad input, or several are online and neither --device-id nor --all was given",
+                ),
+                INTERRUPTED,
+            ],
+        ),
     )
     add_broker_arguments(stop, url_help=f"broker (default {DEFAULT_MQTT})")
     which = stop.add_mutually_exclusive_group()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -80,8 +81,10 @@ async def session_telemetry(
     profile: str,
     device_id: str,
     device: dict[str, Any],
+    header: dict[str, Any] | None = None,
 ) -> AsyncIterator[SessionTelemetry]:
     """Publisher (if any broker) and journal for one session; closes both cleanly."""
+    session_id = secrets.token_hex(6)  # the same in the journal, the store and over MQTT
     async with AsyncExitStack() as stack:
         publisher = None
         if kind == "embedded":
@@ -110,6 +113,7 @@ async def session_telemetry(
                 telemetry_hz=args.telemetry_hz,
                 remote_control=args.remote_control,
                 discovery=discovery,
+                session_id=session_id,
             )
             task = asyncio.create_task(publisher.run(), name="mqtt publisher")
             stack.push_async_callback(_stop_publisher, publisher, task)
@@ -118,8 +122,20 @@ async def session_telemetry(
             await publisher.wait_claimed(CLAIM_WAIT_S)
         journal = None
         if not args.no_journal:
-            journal = Journal(profile, header={"device_id": device_id, "device": device})
-        yield SessionTelemetry(profile=profile, cap=args.cap, publisher=publisher, journal=journal)
+            # The header names the session and the person so that a session killed mid-way is
+            # put back into the person's history from this file (firmware_bridge.store).
+            journal = Journal(
+                profile,
+                header={"device_id": device_id, "device": device, "session_id": session_id}
+                | (header or {}),
+            )
+        yield SessionTelemetry(
+            profile=profile,
+            cap=args.cap,
+            publisher=publisher,
+            journal=journal,
+            session_id=session_id,
+        )
 
 
 async def _stop_publisher(publisher: Publisher, task: asyncio.Task[None]) -> None:

@@ -104,7 +104,9 @@ class SafetyGovernor:
         self.holding = False
         self.last_rating: int | None = None
         self.cap = settings.cap  # may be lowered during a session (S8: never raised remotely)
+        self.person_cap = settings.cap  # the lowest the person asked for ("-"): a bound on raises
         self.envelope = 0.0  # S2's rate-limited intensity envelope, fraction of device max
+        self.paused = False  # the person paused: output held at zero, the session limit runs on
         self._output: tuple[float, ...] = (0.0,) * zones
         self._output_at = 0.0
 
@@ -115,6 +117,11 @@ class SafetyGovernor:
     @property
     def stopped(self) -> bool:
         return self.stop_reason is not None
+
+    @property
+    def ceiling(self) -> float:
+        """What output may reach now: min(personal ceiling, discomfort ceiling, device, cap)."""
+        return min(self.settings.ceiling, self.discomfort_ceiling, self.device_max, self.cap / 10)
 
     def start(self, now: float) -> None:
         """A new session: from zero, nothing held or frozen (one governor per session)."""
@@ -154,10 +161,13 @@ class SafetyGovernor:
             raise SafetyLimitError("session not started")
         if self.stopped:
             return self._output
-        if self.elapsed(now) >= self.settings.session_limit_s:
+        if self.elapsed(now) >= self.settings.session_limit_s:  # paused time counts (S7)
             self.stop(StopReason.TIMEOUT)
             return self._output
-        bound = min(self.settings.ceiling, self.discomfort_ceiling, self.device_max, self.cap / 10)
+        if self.paused:
+            self._output_at = now  # no rise accrues while paused
+            return self._output
+        bound = self.ceiling
         targets = [min(value * self.settings.ceiling, bound) for value in wanted]
         self.envelope = self._next_envelope(max(targets), now)
         self._output = tuple(min(target, self.envelope) for target in targets)
@@ -177,6 +187,29 @@ class SafetyGovernor:
         release = dt / RELEASE_PERIOD_S
         return max(peak, envelope / float(STEP_FACTOR**release))
 
+    def pause(self, now: float) -> None:
+        """Output to zero at once and held there until `resume`; the session limit runs on."""
+        if self.stopped or self.paused:
+            return
+        self.paused = True
+        self._output = (0.0,) * self.zones  # now, not at the next tick: falls are immediate (S2)
+        self.envelope = 0.0  # so that resuming rises from zero (S2), never jumps back
+        self._output_at = now
+
+    def resume(self, now: float) -> None:
+        """Output may rise again: from zero, at S2's rate (pause reset the envelope)."""
+        if self.stopped or not self.paused:
+            return
+        self.paused = False
+        self._output_at = now
+
+    def lower_cap(self) -> int:
+        """The person's "less, please": this session's cap one lower (never higher), at once."""
+        if self.cap > 0:
+            self.set_cap(self.cap - 1)  # also lowers output and the envelope now (S2)
+        self.person_cap = min(self.person_cap, self.cap)  # nothing remote undoes it
+        return self.cap
+
     def set_cap(self, cap: int, *, allow_raise: bool = False) -> str | None:
         """Change the cap mid-session: lower always; raise only if allowed, never above the
         cap the session started with. None when applied, else why not."""
@@ -186,6 +219,8 @@ class SafetyGovernor:
             return "raising the cap remotely is not enabled"
         if cap > self.settings.cap:
             return f"cap {cap} is above the session's cap {self.settings.cap}"
+        if cap > self.person_cap:
+            return f"the person lowered the cap to {self.person_cap}; only they can raise it"
         self.cap = cap
         self._output = tuple(min(v, cap / 10) for v in self._output)  # lowering is immediate
         self.envelope = min(self.envelope, cap / 10)
@@ -212,7 +247,10 @@ class SafetyGovernor:
             self.frozen = True
             self._output = tuple(min(v, dropped) for v in self._output)  # decreases are immediate
             return Decision.DROP
-        if rating >= bands.hold_at:
+        # The cap is a discomfort level too: a rating above it holds, even below the hold band
+        # (cap 2 and a rating of 3: no further increases), so it is enforced by what the
+        # person feels as well as by output.
+        if rating >= min(bands.hold_at, self.cap + 1):
             held = max(peak, self.envelope, RISE_FLOOR)
             self.discomfort_ceiling = min(self.discomfort_ceiling, held)
             self.holding = True

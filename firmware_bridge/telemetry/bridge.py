@@ -25,6 +25,8 @@ _LOGGER = logging.getLogger(__name__)
 
 _STATE_ON_EVENT: dict[str, State] = {
     "session_started": "running",
+    "paused": "paused",  # the person paused: output at zero, the session limit running
+    "resumed": "running",
     "link_lost": "link_lost",
     "fault": "fault",
 }
@@ -40,9 +42,12 @@ class SessionTelemetry:
         cap: int,
         publisher: Publisher | None = None,
         journal: Journal | None = None,
+        session_id: str | None = None,
     ) -> None:
         # The publisher's session id is the one its claim on the device id carries.
-        self.session_id = publisher.session_id if publisher is not None else secrets.token_hex(6)
+        self.session_id = (
+            publisher.session_id if publisher is not None else session_id or secrets.token_hex(6)
+        )
         self.profile = profile
         self.cap = cap
         self.publisher = publisher
@@ -67,7 +72,8 @@ class SessionTelemetry:
         def discomfort(rating: int) -> str | None:
             if session.governor is None or session.governor.stopped:
                 return "no session is running"
-            session.report_discomfort(rating, may_release=remote)  # S8: never raises output
+            # S8: a remote rating never raises output; it is recorded as the remote's, not yours
+            session.report_discomfort(rating, may_release=remote, source="remote")
             return None
 
         def cap(value: int) -> str | None:

@@ -288,3 +288,25 @@ def test_a_lowered_cap_is_not_raised_again_without_remote_control() -> None:
     assert gov.set_cap(5, allow_raise=True) is None  # --remote-control: back up ...
     assert gov.set_cap(7, allow_raise=True) is not None  # ... never above the session's cap
     assert gov.cap == 5
+
+
+@pytest.mark.parametrize(
+    ("cap", "rating", "holds"), [(2, 3, True), (2, 2, False), (4, 3, False), (0, 1, True)]
+)
+def test_a_rating_above_the_cap_holds_even_below_the_hold_band(
+    cap: int, rating: int, holds: bool
+) -> None:
+    governor = SafetyGovernor(SafetySettings(cap=cap), zones=1)
+    decision = governor.report_discomfort(rating, 0.0)
+    assert (decision is Decision.HOLD) is holds
+    assert governor.holding is holds
+
+
+def test_a_remote_raise_never_undoes_the_persons_lower_cap() -> None:
+    governor = SafetyGovernor(SafetySettings(cap=4), zones=1)
+    assert governor.lower_cap() == 3
+    assert governor.lower_cap() == 2
+    refused = governor.set_cap(4, allow_raise=True)  # remote control on: still not past "-"
+    assert refused is not None
+    assert "lowered the cap to 2" in refused
+    assert governor.cap == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from firmware_bridge import journal
-from firmware_bridge.cli.commands import history_command
+from firmware_bridge.cli.commands import journal_history
 from firmware_bridge.device import StopReason
 from firmware_bridge.journal import Journal, history
 from firmware_bridge.record import Event, Sample, SessionRecord
@@ -61,7 +61,7 @@ def run_session(log: Journal, seconds: int = 30, *, stop: StopReason | None = No
 
 
 def rows(capsys: pytest.CaptureFixture[str], *, as_json: bool = False) -> list[str]:
-    assert history_command(argparse.Namespace(json=as_json, last=20)) == 0
+    assert journal_history(argparse.Namespace(json=as_json, last=20)) == 0
     return capsys.readouterr().out.splitlines()
 
 
