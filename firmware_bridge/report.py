@@ -19,10 +19,10 @@ from firmware_bridge.errors import MassagerError
 from firmware_bridge.person.facts import SessionFacts
 from firmware_bridge.person.rules import Plan
 from firmware_bridge.record import Sample
+from profiles.model import ZONES  # the zone names profiles use, in device order
 
 MAX_EVENTS_BYTES = 16 * 1024 * 1024  # a 30-minute journal is about 1 MB; read no more than this
 ANNOTATED = {"stop", "limit", "link_lost", "fault", "paused", "resumed"}  # marked on the plot
-ZONES = ("heel", "arch", "forefoot")
 SIZE_IN = (10.0, 5.6)  # inches at DPI: 1000 x 560 pixels, readable on a laptop screen
 DPI = 100
 SOURCE_MARKERS = {"person": "o", "remote": "s", "simulated": "^"}
@@ -46,7 +46,9 @@ class SessionReport:
         out = []
         for s in self.samples:
             row: dict[str, Any] = {"t": s.elapsed_s, "segment": s.segment}
-            row |= {f"commanded_{ZONES[i] if i < 3 else i}": z for i, z in enumerate(s.zones)}
+            row |= {
+                f"commanded_{ZONES[i] if i < len(ZONES) else i}": z for i, z in enumerate(s.zones)
+            }
             row |= {"intensity": s.intensity, "applied": s.applied, "nrs": s.nrs}
             row |= {"battery": s.battery, "temperature_c": s.temperature_c}
             out.append(row)

@@ -222,15 +222,21 @@ def history_command(args: argparse.Namespace) -> int:
     for s in sessions:
         minutes = "    ?" if s.duration_s is None else f"{s.duration_s / 60:5.1f}"
         during = max((n for _, n, _ in s.ratings), default=None)
-        said = " ".join(
-            f"{what} {'-' if n is None else n}"
-            for what, n in (("before", s.before), ("max", during), ("after", s.after))
-        )
-        morning = "no check-in" if s.morning is None else f"morning {s.morning}"
+        said = [
+            f"{what} {n}"
+            for what, n in (
+                ("before", s.before),
+                ("highest", during),
+                ("after", s.after),
+                ("next morning", s.morning),
+            )
+            if n is not None
+        ]
         print(
             f"{s.started_at:%Y-%m-%d %H:%M}  {s.profile:12} {minutes} min  "
-            f"{s.stop_reason or 'interrupted':13} ceiling {s.ceiling:4.0%}  {said}  {morning}"
+            f"{s.stop_reason or 'interrupted':12} ceiling {s.ceiling:4.0%}"
         )
+        print(f"    ratings: {', '.join(said)}" if said else "    no ratings")
     return EXIT_OK
 
 

@@ -102,8 +102,12 @@ def human_summary(record: SessionRecord, extra: dict[str, Any], width: int | Non
         lines.append(f"Device: {extra['device']['name']} (failsafe {extra['device']['failsafe']}).")
     if "sim" in extra:
         levels = " ".join(str(level) for level in extra["sim"]["final_levels"])
-        cause = _CAUSES.get(extra["sim"]["last_change"], extra["sim"]["last_change"])
-        lines.append(f"Simulated massager: motors at {levels} at the end, last set by {cause}.")
+        change = extra["sim"]["last_change"]
+        if change is None:  # nothing ever reached the motors
+            lines.append(f"Simulated massager: motors at {levels} at the end, never driven.")
+        else:
+            cause = _CAUSES.get(change, change)
+            lines.append(f"Simulated massager: motors at {levels} at the end, last set by {cause}.")
     if width is None:
         return "\n".join(lines)
     return "\n".join(textwrap.fill(line, max(20, width - 1)) for line in lines)

@@ -15,6 +15,7 @@ import socket
 import stat
 import sys
 import tempfile
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class Check:
     name: str
     status: str
     message: str
+
+
+WIDTH = 79  # on a terminal, a check's line is folded to fit 80 columns
 
 
 def check_python() -> Check:
@@ -250,7 +254,10 @@ def doctor_command(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": not failed, "checks": [asdict(check) for check in checks]}))
     else:
         for check in checks:
-            print(f"{check.status:5} {check.name:10} {check.message}", flush=True)
+            line = f"{check.status:5} {check.name:10} {check.message}"
+            if sys.stdout.isatty():  # a person reading: folded; a pipe or a log: one line each
+                line = textwrap.fill(line, WIDTH, subsequent_indent=" " * 17)
+            print(line, flush=True)
     return EXIT_FAULT if failed else EXIT_OK
 
 

@@ -78,10 +78,7 @@ def open_gate(args: argparse.Namespace) -> PersonGate:
     """
     explicit = getattr(args, "person", None)
     if args.sim and not explicit:
-        _say(
-            "Demo: the built-in simulated person plays and rates this session, so the screening "
-            "questions and the course are skipped; with --person NAME they apply here too."
-        )
+        _say("Demo: simulated person, no screening or course (--person NAME for yours).")
         return PersonGate(SIMULATED_PERSON, demo=True, store=None)
     from firmware_bridge.cli.person import person_of
 

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import textwrap
 import tomllib
 from typing import TYPE_CHECKING, Any
 
@@ -369,4 +370,4 @@ def _course_text(person: str, plan: Plan, played: int) -> str:
         f"{nxt}: ceiling {plan.ceiling:.0%} of the device, {plan.duration_factor:.0%} of the "
         f"profile's length. {plan.why[:1].upper() + plan.why[1:] if plan.why else ''}".rstrip()
     )
-    return "\n".join(lines)
+    return "\n".join(textwrap.fill(line, 79, subsequent_indent="    ") for line in lines)

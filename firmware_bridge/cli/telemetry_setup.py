@@ -92,8 +92,7 @@ async def session_telemetry(
             broker = await stack.enter_async_context(EmbeddedBroker(port=port))
             settings = broker.settings
             print(
-                f"Embedded MQTT broker on {settings.display}; watch with: "
-                f"massager monitor --mqtt {settings.display}",
+                f"Embedded MQTT broker: massager monitor --mqtt {settings.display}",
                 file=sys.stderr,
             )
         if settings is not None:

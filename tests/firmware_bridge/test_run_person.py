@@ -43,7 +43,7 @@ def _answers(tmp_path: Path, yes: str | None = None) -> str:
 def test_the_demo_person_skips_the_gate_and_says_so() -> None:
     done = _run("relax", *FAST, "--json")
     assert done.returncode == 0, done.stderr
-    assert "Demo: the built-in simulated person" in done.stderr
+    assert "Demo: simulated person, no screening or course" in done.stderr
     assert json.loads(done.stdout)["person"] == "simulated-person"
     with Store.open() as store:
         assert store.people() == []  # a demo is nobody's course
