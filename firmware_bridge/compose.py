@@ -7,15 +7,21 @@ bumble is imported lazily too, so importing this module costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+
+from firmware_bridge.errors import DeviceNotFoundError
 from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.transport import BleakTransport, find_massager
 
 if TYPE_CHECKING:
+    from firmware_bridge.discovery import Sighting
+    from firmware_bridge.protocol.description import Description
     from sim.firmware import FaultPlan, Firmware
     from sim.foot import Foot
     from sim.hosts import SimulatedMassager
@@ -45,12 +51,16 @@ async def open_simulator(
     foot: Foot | None = None,
     latency_s: float = 0.0,
     scan_timeout: float = 5.0,
+    description: Description | None = None,
 ) -> AsyncIterator[SimulatorSetup]:
     """A simulated massager on `tier`, found by scanning for its service UUID (not connected).
 
     Tier "memory" hosts it in an in-memory bleak backend; tier "bumble" puts it behind a bumble
     GATT peripheral on a virtual link reached through the bumble-central bleak backend.
+    `description`: the simulator impersonates that model (found by its address, driven by the
+    description's transport) instead of speaking protocol v1.
     """
+    from firmware_bridge.devices import transport_for
     from firmware_bridge.transport.bumble_backend import BumbleBleakClient, BumbleBleakScanner
     from sim.hosts import InMemoryBleakClient, InMemoryBleakScanner, SimulatedMassager, VirtualAir
     from sim.hosts.virtual import VirtualRadio
@@ -58,7 +68,11 @@ async def open_simulator(
     if tier not in SIM_TIERS:
         raise ValueError(f"unknown simulator tier {tier!r} (choose from {SIM_TIERS})")
     clock = clock or ScaledClock()
-    massager = SimulatedMassager(firmware=firmware, plan=plan, clock=clock, foot=foot)
+    massager = SimulatedMassager(
+        firmware=firmware, plan=plan, clock=clock, foot=foot, description=description
+    )
+    # An impersonated model advertises what that model does, not our service: find it by address.
+    wanted = {"address": massager.address} if massager.description else {}
     if tier == "memory":
         air = VirtualAir([massager])
 
@@ -71,10 +85,15 @@ async def open_simulator(
 
         try:
             device = await find_massager(
-                backend=InMemoryBleakScanner, air=air, timeout=scan_timeout
+                backend=InMemoryBleakScanner, air=air, timeout=scan_timeout, **wanted
             )
-            transport = BleakTransport(device, backend=InMemoryBleakClient)
-            yield SimulatorSetup(tier, massager, clock, transport, out_of_range, back_in_range)
+            transport = transport_for(
+                device, massager.description, backend=InMemoryBleakClient, clock=clock
+            )
+            try:
+                yield SimulatorSetup(tier, massager, clock, transport, out_of_range, back_in_range)
+            finally:
+                await transport.disconnect()  # its background tasks too, if the caller did not
         finally:
             await massager.close()
         return
@@ -82,11 +101,17 @@ async def open_simulator(
     try:
         central = await radio.add_central()
         host = await radio.add_peripheral(massager)
+        if massager.description:
+            wanted = {"address": host.address}
         device = await find_massager(
-            backend=BumbleBleakScanner, central=central, timeout=scan_timeout
+            backend=BumbleBleakScanner, central=central, timeout=scan_timeout, **wanted
         )
-        transport = BleakTransport(
-            device, backend=BumbleBleakClient, backend_kwargs={"central": central}
+        transport = transport_for(
+            device,
+            massager.description,
+            backend=BumbleBleakClient,
+            backend_kwargs={"central": central},
+            clock=clock,
         )
         try:
             yield SimulatorSetup(
@@ -104,6 +129,16 @@ async def open_simulator(
         await massager.close()
 
 
+@dataclass
+class Stack:
+    """The bleak backends a real massager is reached through (None: the OS's own stack)."""
+
+    scanner: type[BaseBleakScanner] | None = None
+    client: type[BaseBleakClient] | None = None
+    scanner_kwargs: dict[str, Any] = field(default_factory=dict)
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 @asynccontextmanager
 async def open_hardware(
     *,
@@ -111,25 +146,102 @@ async def open_hardware(
     name: str | None = None,
     hci: str | None = None,
     scan_timeout: float = 10.0,
+    preferred: Sequence[str] = (),
+    ask: Callable[[list[Sighting]], Awaitable[Sighting]] | None = None,
+    on_chosen: Callable[[Sighting], None] | None = None,
+    stack: Stack | None = None,
 ) -> AsyncIterator[BleakTransport]:
-    """A real massager: the OS Bluetooth stack, or a bumble HCI transport (`--hci usb:0`)."""
+    """A real massager: the OS Bluetooth stack, or a bumble HCI transport (`--hci usb:0`).
+
+    Without `address`/`name`: a remembered massager in range (the first of `preferred`), else
+    the only massager in range (ours or described), else `ask(candidates)`; without `ask`,
+    several raise SeveralMassagersError. The transport suits the device's description, carries
+    the scan's RSSI, pairs when the description says so, and is disconnected on exit.
+    `stack` swaps the backends (tests: the simulator's); `on_chosen` hears the pick.
+    """
+    choice: dict[str, Any] = {
+        "address": address,
+        "name": name,
+        "scan_timeout": scan_timeout,
+        "preferred": preferred,
+        "ask": ask,
+        "on_chosen": on_chosen,
+    }
+    if hci is None:
+        async with _opened(stack or Stack(), **choice) as transport:
+            yield transport
+        return
     from firmware_bridge.transport.bumble_backend import (
         BumbleBleakClient,
         BumbleBleakScanner,
         open_central,
     )
 
-    if hci is None:
-        device = await find_massager(address=address, name=name, timeout=scan_timeout)
-        yield BleakTransport(device)
-        return
     async with open_central(hci) as central:
         kwargs: dict[str, Any] = {"central": central}
-        device = await find_massager(
-            address=address, name=name, timeout=scan_timeout, backend=BumbleBleakScanner, **kwargs
-        )
-        transport = BleakTransport(device, backend=BumbleBleakClient, backend_kwargs=kwargs)
-        try:
+        bumble = Stack(BumbleBleakScanner, BumbleBleakClient, kwargs, kwargs)
+        async with _opened(bumble, **choice) as transport:
             yield transport
-        finally:
-            await transport.disconnect()
+
+
+@asynccontextmanager
+async def _opened(
+    stack: Stack,
+    *,
+    address: str | None,
+    name: str | None,
+    scan_timeout: float,
+    preferred: Sequence[str],
+    ask: Callable[[list[Sighting]], Awaitable[Sighting]] | None,
+    on_chosen: Callable[[Sighting], None] | None,
+) -> AsyncIterator[BleakTransport]:
+    from firmware_bridge import discovery
+    from firmware_bridge.devices import transport_for
+
+    def wanted(sighting: Sighting) -> bool:
+        if address is not None:
+            return sighting.address.upper() == address.upper()
+        if name is not None:
+            return sighting.name == name
+        return (
+            bool(preferred)
+            and sighting.is_massager
+            and sighting.address.upper() in {a.upper() for a in preferred}
+        )
+
+    found = await discovery.scan(
+        scan_timeout,
+        backend=stack.scanner,
+        stop_when=wanted,
+        settle_s=None if (address or name) else discovery.SETTLE_S,
+        **stack.scanner_kwargs,
+    )
+    if address or name:
+        chosen = next((s for s in found if wanted(s)), None)
+        if chosen is None:
+            raise DeviceNotFoundError(
+                f"no device {address or name} found within {scan_timeout:g} s; is it on, in "
+                "range and not connected to a phone? (`massager scan` lists what is nearby)"
+            )
+    else:
+        try:
+            chosen = discovery.pick(found, preferred=preferred, timeout=scan_timeout)
+        except discovery.SeveralMassagersError as exc:
+            if ask is None:
+                raise
+            chosen = await ask(exc.candidates)
+    transport = transport_for(
+        chosen.device,
+        chosen.description,
+        backend=stack.client,
+        backend_kwargs=dict(stack.client_kwargs),
+    )
+    if chosen.description is not None and chosen.description.pairing:
+        transport.pair = True
+    transport.rssi = chosen.rssi
+    if on_chosen is not None:
+        on_chosen(chosen)
+    try:
+        yield transport
+    finally:
+        await transport.disconnect()

@@ -40,6 +40,7 @@ class Sample:
     temperature_c: float | None
     stale: bool = False  # the device's last STATUS is overdue: applied/battery/temperature lag
     paused: bool = False  # the person paused: output held at zero, the session limit runs on
+    rssi: int | None = None  # dBm, from the scan that found the device (None: not known)
 
 
 @dataclass(frozen=True, slots=True)

@@ -372,6 +372,7 @@ class Session:
             nrs=governor.last_rating if governor else None,
             battery=link.battery_pct,
             temperature_c=link.temperature_c,
+            rssi=getattr(link.transport, "rssi", None),
             stale=link.stale,
             paused=governor is not None and governor.paused,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from firmware_bridge.protocol import (
@@ -89,6 +90,11 @@ class Disconnect:
 Action = Notify | BatteryLevel | Disconnect
 
 
+CONNECT_FAULTS = frozenset(
+    {"refuse", "no_slots", "pairing_required", "pairing_refused", "vanish_mid_connect"}
+)
+
+
 @dataclass
 class FaultPlan:
     """Misbehaviour to inject; probabilities per notification, times in device seconds."""
@@ -104,6 +110,15 @@ class FaultPlan:
     mute_at_s: float | None = None  # from this device time on nothing is notified (a hung
     # radio task): writes are still obeyed, but no STATUS, ACK or FAULT comes back
     seed: int = 0
+    # How every connection attempt fails (hosts: tier 1 memory.py, tier 2 virtual.py), one of
+    # CONNECT_FAULTS: "refuse" (the massager rejects the central), "no_slots" (the central's
+    # adapter has no free connection slot), "pairing_required" (connects only with pair=True),
+    # "pairing_refused" (pairing is rejected), "vanish_mid_connect" (the link drops while the
+    # services are discovered, as at the edge of range). None: connections succeed.
+    connect_fault: str | None = None
+    # An impersonated model drops a write that arrives closer than this to the one before
+    # (clock s): what its description's `timing.min_gap_ms` warns of. 0: it takes every write.
+    drop_crowded_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +157,16 @@ class Firmware:
     # Hosts running faster than real time set this: the watchdog never expires sooner than it
     # (see SimulatedMassager), so a process hiccup at --speed 120 is not a dead controller.
     watchdog_floor_s: float = 0.0
+    # The watchdog a power-on starts with (None: none); an impersonated model sets its own.
+    default_watchdog_s: float | None = DEFAULT_WATCHDOG_MS / 1000
 
     received: list[ReceivedFrame] = field(default_factory=list, init=False)
     applied: list[AppliedLevels] = field(default_factory=list, init=False)
     notified: list[tuple[float, Message]] = field(default_factory=list, init=False)
+    # Called with each entry as it is appended to `applied` (e.g. sim.record writes it out).
+    on_applied: Callable[[AppliedLevels], None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.plan.seed)
@@ -163,9 +184,7 @@ class Firmware:
         """Power-on state: everything off, defaults back."""
         self.levels: tuple[int, ...] = (0,) * self.zones
         self._amplitude = [0.0] * self.zones
-        self.watchdog_s: float | None = (
-            None if self.plan.no_watchdog else DEFAULT_WATCHDOG_MS / 1000
-        )
+        self.watchdog_s: float | None = None if self.plan.no_watchdog else self.default_watchdog_s
         self.watchdog_tripped = False
         self.latched = False
         self.timer_deadline: float | None = None
@@ -240,6 +259,31 @@ class Firmware:
         self.latched = True
         self._apply((0,) * self.zones, now, "button")
         actions += self._emit(ButtonPress(Button.STOP), now)
+        return actions
+
+    def drive(
+        self,
+        motors: dict[int, int],
+        now: float,
+        *,
+        raw: bytes = b"",
+        with_response: bool | None = None,
+    ) -> list[Action]:
+        """A simple-write device's firmware: set these motors' levels (index → level).
+
+        Impersonated models have no frames, acks or latch: a write that parses sets the
+        motors and feeds the watchdog (if the model has one); `raw` is kept in `received`.
+        """
+        actions = self._advance(now)
+        if not motors:  # not understood (or dropped): ignored, and it feeds no watchdog
+            self.received.append(ReceivedFrame(now, raw, None, "ignored", with_response))
+            return actions
+        self.received.append(ReceivedFrame(now, raw, None, None, with_response))
+        self._last_valid_frame = now
+        levels = list(self.levels)
+        for motor, level in motors.items():
+            levels[motor] = min(level, self.max_level)
+        self._apply(tuple(levels), now, "set" if any(levels) else "stop")
         return actions
 
     def tick(self, now: float) -> list[Action]:
@@ -317,6 +361,8 @@ class Firmware:
         if levels != self.levels:
             self.levels = tuple(levels)
             self.applied.append(AppliedLevels(now, self.levels, cause))
+            if self.on_applied is not None:
+                self.on_applied(self.applied[-1])
         if any(levels):
             self.watchdog_tripped = False
 

@@ -16,6 +16,7 @@ from bleak.backends.device import BLEDevice
 from firmware_bridge.compose import open_simulator
 from firmware_bridge.device import LinkEvent, MassagerLink
 from firmware_bridge.protocol import ScaledClock
+from firmware_bridge.protocol.description import Description
 from firmware_bridge.transport import BleakTransport
 from sim.firmware import AppliedLevels, FaultPlan, Firmware
 from sim.hosts import SimulatedMassager
@@ -82,14 +83,17 @@ async def open_rig(
     speed: float = 1.0,
     latency_s: float = 0.0,
     clock: ScaledClock | None = None,
+    description: Description | None = None,
 ) -> AsyncIterator[Rig]:
-    """A massager on `tier`, found by scanning for its service UUID, not yet connected."""
+    """A massager on `tier`, found by scanning, not yet connected (impersonating
+    `description` when one is given)."""
     async with open_simulator(
         tier,
         clock=clock or ScaledClock(speed),
         plan=plan,
         firmware=firmware,
         latency_s=latency_s,
+        description=description,
     ) as setup:
         try:
             yield Rig(

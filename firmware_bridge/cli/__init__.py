@@ -14,12 +14,14 @@ from firmware_bridge.cli.calibrate import add_calibrate_command
 from firmware_bridge.cli.commands import add_misc_commands
 from firmware_bridge.cli.completion import add_completion_command, autocomplete
 from firmware_bridge.cli.config import add_config_command
+from firmware_bridge.cli.devices_cmd import add_devices_command
 from firmware_bridge.cli.doctor import add_doctor_command
 from firmware_bridge.cli.helptext import BAD_INPUT, epilog
 from firmware_bridge.cli.monitor import add_monitor_commands
 from firmware_bridge.cli.person import PersonInputError, add_person_commands
 from firmware_bridge.cli.report import add_report_command
 from firmware_bridge.cli.run import add_run_command
+from firmware_bridge.cli.scan import add_scan_command
 from firmware_bridge.cli.settings import (
     Config,
     ConfigError,
@@ -30,6 +32,7 @@ from firmware_bridge.cli.settings import (
     readable_secret,
     resolve,
 )
+from firmware_bridge.cli.sim_cmd import add_sim_command
 from firmware_bridge.cli.stop import add_stop_command
 from firmware_bridge.cli.version import VersionAction, add_version_command
 
@@ -109,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_person_commands(commands)
     add_calibrate_command(commands)
     add_report_command(commands)
+    add_scan_command(commands)
+    add_devices_command(commands)
     add_misc_commands(commands)
+    add_sim_command(commands)
     add_monitor_commands(commands)
     add_stop_command(commands)
     add_doctor_command(commands)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware_bridge.cli.helptext import BAD_INPUT, epilog
 from firmware_bridge.cli.person import add_person_argument, person_of
+from firmware_bridge.cli.scan import hci_moniker
 
 if TYPE_CHECKING:  # the command's own imports load when it runs, not at every TAB
     from firmware_bridge.device import MassagerLink
@@ -67,7 +68,9 @@ def add_calibrate_command(commands: Any) -> None:
     select = calibrate.add_mutually_exclusive_group()
     select.add_argument("--address", help="connect to this Bluetooth address")
     select.add_argument("--name", help="connect to the massager advertising this name")
-    calibrate.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
+    calibrate.add_argument(
+        "--hci", metavar="MONIKER", type=hci_moniker, help="bumble HCI transport, e.g. usb:0"
+    )
     calibrate.set_defaults(handler=calibrate_command)
 
 

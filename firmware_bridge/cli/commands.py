@@ -1,15 +1,14 @@
-"""`massager profiles ...`, `massager scan`, `massager sim`."""
+"""`massager profiles ...`, `massager history`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from dataclasses import asdict
 from typing import Any
 
-from firmware_bridge.cli.helptext import BAD_INPUT, INTERRUPTED, epilog, group_help
+from firmware_bridge.cli.helptext import BAD_INPUT, epilog, group_help
 from profiles.loader import ProfileError, library_names, load_builtin, load_file
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
@@ -78,25 +77,6 @@ def add_misc_commands(commands: Any) -> None:
     validate.add_argument("file", help="a TOML profile file")
     validate.set_defaults(handler=profiles_validate)
 
-    scan = commands.add_parser(
-        "scan",
-        help="look for massagers nearby",
-        description="Listen for massagers advertising their service and print address, "
-        "signal strength and name of each.",
-        epilog=epilog(
-            ["massager scan", "massager scan --timeout 15", "massager scan --hci usb:0"],
-            [
-                ("0", 'scanned (none found is also 0: "no massagers found" on stderr)'),
-                ("1", "Bluetooth is not available, or the --hci transport would not open"),
-                BAD_INPUT,
-                INTERRUPTED,
-            ],
-        ),
-    )
-    scan.add_argument("--timeout", type=float, default=5.0, help="seconds to listen")
-    scan.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
-    scan.set_defaults(handler=scan_command)
-
     past = commands.add_parser(
         "history",
         help="your past sessions, with their ratings",
@@ -120,31 +100,6 @@ def add_misc_commands(commands: Any) -> None:
     past.add_argument("--last", type=_positive, default=20, help="how many (default 20)")
     past.add_argument("--journal", action="store_true", help="the journal files, every person's")
     past.set_defaults(handler=history_command)
-
-    sim = commands.add_parser(
-        "sim",
-        help="run the simulated massager as a BLE peripheral on a bumble HCI transport",
-        description="Serve the simulated massager on a Bluetooth controller (or a TCP HCI "
-        "socket) until Ctrl-C, so another machine or process can connect to it.",
-        epilog=epilog(
-            [
-                "massager sim --hci tcp-server:_:9000",
-                "massager sim --hci usb:0 --name FootMassager-test",
-                "massager sim --hci usb:0 --no-watchdog",
-            ],
-            [
-                ("0", "ended with Ctrl-C"),
-                ("1", "the transport could not be opened or failed"),
-                BAD_INPUT,
-            ],
-        ),
-    )
-    sim.add_argument(
-        "--hci", metavar="MONIKER", required=True, help="e.g. usb:0, tcp-server:_:9000"
-    )
-    sim.add_argument("--name", default="FootMassager-SIM", help="advertised name")
-    sim.add_argument("--no-watchdog", action="store_true", help="firmware without a watchdog")
-    sim.set_defaults(handler=sim_command)
 
 
 def profiles_list(args: argparse.Namespace) -> int:
@@ -272,55 +227,4 @@ def journal_history(args: argparse.Namespace) -> int:
         if entry.get("truncated"):
             notes += "  (journal too large: read in part)"
         print(f"{started!s:25} {profile!s:12} {minutes} min  {outcome:17} peak {percent}{notes}")
-    return EXIT_OK
-
-
-def scan_command(args: argparse.Namespace) -> int:
-    return asyncio.run(_scan(args))
-
-
-async def _scan(args: argparse.Namespace) -> int:
-    from bleak import BleakScanner
-    from bleak.exc import BleakError
-
-    from firmware_bridge.errors import MassagerError
-    from firmware_bridge.protocol import SERVICE_UUID
-
-    kwargs: dict[str, Any] = {"service_uuids": [SERVICE_UUID]}
-    try:
-        if args.hci:
-            from firmware_bridge.transport.bumble_backend import BumbleBleakScanner, open_central
-
-            async with open_central(args.hci) as central:
-                kwargs |= {"backend": BumbleBleakScanner, "central": central}
-                found = await BleakScanner.discover(timeout=args.timeout, return_adv=True, **kwargs)
-        else:
-            found = await BleakScanner.discover(timeout=args.timeout, return_adv=True, **kwargs)
-    except (BleakError, OSError) as exc:
-        print(f"massager: error: Bluetooth is not available: {exc}", file=sys.stderr)
-        return EXIT_FAULT
-    except MassagerError as exc:  # a --hci transport that would not open: one line
-        print(f"massager: error: {exc}", file=sys.stderr)
-        return EXIT_FAULT
-    if not found:
-        print("no massagers found", file=sys.stderr)
-    for device, adv in found.values():
-        print(f"{device.address}  {adv.rssi:4d} dBm  {adv.local_name or device.name or '?'}")
-    return EXIT_OK
-
-
-def sim_command(args: argparse.Namespace) -> int:
-    from sim.firmware import FaultPlan
-    from sim.hosts.bumble_host import serve
-    from sim.hosts.runtime import SimulatedMassager
-
-    massager = SimulatedMassager(name=args.name, plan=FaultPlan(no_watchdog=args.no_watchdog))
-    print(f"simulated massager {args.name!r} on {args.hci}; Ctrl-C ends it", file=sys.stderr)
-    try:
-        asyncio.run(serve(args.hci, massager))
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - any transport failure is reported in one line
-        print(f"massager: error: cannot run on {args.hci}: {exc}", file=sys.stderr)
-        return EXIT_FAULT
     return EXIT_OK

@@ -105,6 +105,11 @@ def add_run_command(commands: Any) -> None:
         help="simulator under bleak: bumble virtual link (default) or in-memory",
     )
     run.add_argument(
+        "--sim-as",
+        metavar="DESCRIPTION",
+        help="with --sim: impersonate this device description (see `massager devices known`)",
+    )
+    run.add_argument(
         "--speed",
         type=_number(float, 0.1, MAX_SPEED, "--speed"),
         default=1.0,
@@ -135,7 +140,11 @@ def add_run_command(commands: Any) -> None:
     select = run.add_mutually_exclusive_group()
     select.add_argument("--address", help="connect to this Bluetooth address")
     select.add_argument("--name", help="connect to the massager advertising this name")
-    run.add_argument("--hci", metavar="MONIKER", help="bumble HCI transport, e.g. usb:0")
+    from firmware_bridge.cli.scan import hci_moniker
+
+    run.add_argument(
+        "--hci", metavar="MONIKER", type=hci_moniker, help="bumble HCI transport, e.g. usb:0"
+    )
     run.add_argument(
         "--scan-timeout", type=_number(float, 0.5, 120, "--scan-timeout"), default=10.0
     )
@@ -147,6 +156,25 @@ def _error(message: str) -> None:
     print(f"massager: error: {message}", file=sys.stderr)
 
 
+def _device_flags_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the device flags together, if anything (sets `sim_description`)."""
+    if args.speed != 1.0 and not args.sim:
+        return "--speed needs --sim (real devices run in real time)"
+    if args.sim and (args.address or args.name or args.hci):
+        return "--sim cannot be combined with --address, --name or --hci"
+    args.sim_description = None
+    if args.sim_as is not None:
+        if not args.sim:
+            return "--sim-as needs --sim (it chooses what the simulator impersonates)"
+        from firmware_bridge.devices import DescriptionError, by_id
+
+        try:
+            args.sim_description = by_id(args.sim_as)
+        except DescriptionError as exc:
+            return f"--sim-as {exc}"
+    return None
+
+
 def run_command(args: argparse.Namespace) -> int:
     try:
         profile = resolve(args.profile)
@@ -154,11 +182,9 @@ def run_command(args: argparse.Namespace) -> int:
         for line in str(exc).splitlines():
             _error(line)
         return EXIT_BAD_INPUT
-    if args.speed != 1.0 and not args.sim:
-        _error("--speed needs --sim (real devices run in real time)")
-        return EXIT_BAD_INPUT
-    if args.sim and (args.address or args.name or args.hci):
-        _error("--sim cannot be combined with --address, --name or --hci")
+    problem = _device_flags_problem(args)
+    if problem is not None:
+        _error(problem)
         return EXIT_BAD_INPUT
     if args.device_id is not None and not valid_device_id(args.device_id):
         _error(f"--device-id {args.device_id!r}: use 1-64 letters, digits, '-' or '_'")
@@ -201,13 +227,83 @@ async def _device(
     from firmware_bridge import compose as devices  # imports bumble, and `sim` for --sim
 
     if args.sim:
-        async with devices.open_simulator(args.sim_tier, clock=clock) as setup:
+        async with devices.open_simulator(
+            args.sim_tier, clock=clock, description=args.sim_description
+        ) as setup:
             yield setup.transport, setup.massager
     else:
+        preferred = await asyncio.to_thread(_remembered, args)
         async with devices.open_hardware(
-            address=args.address, name=args.name, hci=args.hci, scan_timeout=args.scan_timeout
+            address=args.address,
+            name=args.name,
+            hci=args.hci,
+            scan_timeout=args.scan_timeout,
+            preferred=preferred,
+            ask=_ask_which if sys.stdin.isatty() and sys.stderr.isatty() else None,
+            on_chosen=lambda sighting: setattr(args, "chosen", sighting),
         ) as transport:
             yield transport, None
+
+
+def _remembered(args: argparse.Namespace) -> list[str]:
+    """The person's massagers, the last used first (none without --address/--name only)."""
+    from firmware_bridge.store import StoreError
+
+    store = args.gate.store
+    if store is None or args.address or args.name:
+        return []
+    try:
+        return [device.address for device in store.devices(args.gate.person)]
+    except StoreError as exc:  # a history problem must not keep a person from a session
+        _say(f"massager: warning: remembered devices unavailable: {exc}")
+        return []
+
+
+def _remember(args: argparse.Namespace) -> None:
+    """The massager just used becomes the person's default (`massager devices` lists it)."""
+    from firmware_bridge.store import StoreError
+
+    chosen = getattr(args, "chosen", None)
+    if args.sim or chosen is None or args.gate.store is None:
+        return
+    try:
+        args.gate.store.remember_device(
+            args.gate.person, chosen.address, name=chosen.name, description=chosen.description_id
+        )
+    except StoreError as exc:
+        _say(f"massager: warning: could not remember {chosen.address}: {exc}")
+
+
+class NoChoiceError(MassagerError):
+    """The person closed the prompt (Ctrl-D) without choosing a massager."""
+
+
+async def _ask_which(candidates: list[Any]) -> Any:
+    """A numbered list on stderr; the person types a number (stdin is read without blocking
+    the event loop, so Ctrl-C still stops at once)."""
+    loop = asyncio.get_running_loop()
+    _say("Several massagers are in range:")
+    for number, sighting in enumerate(candidates, 1):
+        _say(f"  {number}. {sighting.line()}")
+    while True:
+        print(f"Which one (1-{len(candidates)})? ", end="", file=sys.stderr, flush=True)
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def readable(answer: asyncio.Future[str] = answer) -> None:
+            if not answer.done():
+                answer.set_result(sys.stdin.readline())
+
+        loop.add_reader(sys.stdin.fileno(), readable)
+        try:
+            line = await answer
+        finally:
+            loop.remove_reader(sys.stdin.fileno())
+        if not line:
+            raise NoChoiceError("no massager chosen; pass --address ADDRESS to choose one")
+        text = line.strip()
+        if text.isdigit() and 1 <= int(text) <= len(candidates):
+            return candidates[int(text) - 1]
+        _say(f"Type a number from 1 to {len(candidates)}.")
 
 
 async def _run(
@@ -258,16 +354,23 @@ async def _run_device(
     clock: ScaledClock,
     stopper: _Stopper,
 ) -> int:
+    from firmware_bridge.discovery import SeveralMassagersError  # bleak: only with a device
+
     try:
         async with _device(args, clock) as (transport, massager):
             link = MassagerLink(transport, clock=clock)
             async with link:
+                await asyncio.to_thread(_remember, args)
                 caps = link.capabilities
                 device = {
                     "name": transport.name,
                     "address": getattr(getattr(transport, "device", None), "address", ""),
                     "failsafe": link.failsafe,
                     "firmware": caps.firmware_version if caps else None,
+                    # which device description drives it (protocol-v1: our own protocol)
+                    "description": getattr(
+                        getattr(transport, "description", None), "id", "protocol-v1"
+                    ),
                 }
                 device_id = device_id_for(args, str(device["address"]))
                 from firmware_bridge.cli.gate import SIM_DEVICE, finish, settle
@@ -309,6 +412,10 @@ async def _run_device(
                     extra |= telemetry.journal_note()
     except (DeviceIdInUseError, BrokerSetupError) as exc:  # never started: nothing to stop
         _error(str(exc))
+        return EXIT_BAD_INPUT
+    except (SeveralMassagersError, NoChoiceError) as exc:  # which one? --address says
+        for line in str(exc).splitlines():
+            _error(line.strip())
         return EXIT_BAD_INPUT
     except (DeviceNotFoundError, DeviceConnectionError) as exc:
         _error(str(exc))

@@ -436,8 +436,12 @@ class MassagerLink:
 
     def _on_status(self, status: Status) -> None:
         self.applied = status.levels
-        self.battery_pct = status.battery_pct
-        self.temperature_c = status.temperature_c
+        # A described simple-write device measures little: only what it measures is shown.
+        measures = getattr(self.transport, "measures", None)
+        if measures is None or "battery" in measures:
+            self.battery_pct = status.battery_pct
+        if measures is None or "temperature" in measures:
+            self.temperature_c = status.temperature_c
         problem = self.health.on_status(
             status.levels,
             status.battery_pct,

@@ -197,6 +197,59 @@ class Store:
             ).fetchall()
         return [Calibration(device, ceiling, rows.from_text(at)) for device, ceiling, at in found]
 
+    # --- remembered devices ---
+
+    def remember_device(
+        self,
+        person: str,
+        address: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Record that `person` used the massager at `address` (now, or `at`)."""
+        if not address.strip():
+            raise ValueError("a device address must not be empty")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO devices (person_id, address, name, description, last_used)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (person_id, address) DO UPDATE SET"
+                " name = excluded.name, description = excluded.description,"
+                " last_used = excluded.last_used",
+                (
+                    rows.person_id(db, person),
+                    address.upper(),
+                    name,
+                    description,
+                    rows.to_text(at or rows.now()),
+                ),
+            )
+
+    def devices(self, person: str) -> list[rows.RememberedDevice]:
+        """The person's massagers, the last used first."""
+        with self._transaction(write=False) as db:
+            found = db.execute(
+                "SELECT address, devices.name, description, last_used FROM devices"
+                " JOIN people ON people.id = person_id WHERE people.name = ?"
+                " ORDER BY last_used DESC, address",
+                (person,),
+            ).fetchall()
+        return [
+            rows.RememberedDevice(address, name, description, rows.from_text(last_used))
+            for address, name, description, last_used in found
+        ]
+
+    def forget_devices(self, person: str, address: str | None = None) -> int:
+        """Forget one of the person's massagers (or all, `address=None`); how many went."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM devices WHERE person_id = (SELECT id FROM people WHERE name = ?)"
+                " AND (? IS NULL OR address = ?)",
+                (person, address and address.upper(), address and address.upper()),
+            )
+            return int(cursor.rowcount)
+
     # --- sessions ---
 
     def begin_session(self, person: str, facts: SessionFacts, journal_file: str | None) -> None:

@@ -45,6 +45,23 @@ def _journal_bookkeeping(db: sqlite3.Connection) -> None:
     )
 
 
+def _remembered_devices(db: sqlite3.Connection) -> None:
+    """4: each person's massagers, the last used first: `massager run` tries it before others."""
+    _run(
+        db,
+        [
+            """CREATE TABLE devices (
+                person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+                address TEXT NOT NULL,
+                name TEXT,
+                description TEXT,
+                last_used TEXT NOT NULL,
+                PRIMARY KEY (person_id, address)
+            )""",
+        ],
+    )
+
+
 # Ratings are 0-10 (S6); CHECKs keep a bug elsewhere from storing what the rules cannot read.
 SCHEMA_1 = (
     """CREATE TABLE people (
@@ -115,7 +132,12 @@ SCHEMA_1 = (
     "CREATE INDEX ratings_by_session ON ratings(session_id, t)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_first_schema, _checkin_time, _journal_bookkeeping)
+MIGRATIONS: tuple[Migration, ...] = (
+    _first_schema,
+    _checkin_time,
+    _journal_bookkeeping,
+    _remembered_devices,
+)
 LATEST = len(MIGRATIONS)
 
 

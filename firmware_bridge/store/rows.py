@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast, get_args
 
 from firmware_bridge.person.facts import RatingSource, SessionFacts
@@ -28,6 +29,16 @@ SAMPLE_COLUMNS = (
     "elapsed_s, remaining_s, segment, intensity, applied, zones, nrs, battery, temperature_c,"
     " stale, paused"
 )
+
+
+@dataclass(frozen=True)
+class RememberedDevice:
+    """A massager a person used: `massager run` tries the latest first (schema 4)."""
+
+    address: str
+    name: str | None
+    description: str | None  # the device description's id; None: our protocol, undescribed
+    last_used: dt.datetime
 
 
 def to_text(at: dt.datetime) -> str:

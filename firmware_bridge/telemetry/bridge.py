@@ -102,7 +102,7 @@ class SessionTelemetry:
                         nrs=sample.nrs,
                         battery=sample.battery,
                         temperature_c=sample.temperature_c,
-                        rssi=None,  # bleak exposes no RSSI for a connected link
+                        rssi=sample.rssi,  # the scan's: bleak has none for a connected link
                         elapsed_s=sample.elapsed_s,
                         remaining_s=sample.remaining_s,
                         segment=sample.segment,

@@ -17,15 +17,19 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError, BleakGATTProtocolError
-from bleak_retry_connector import BleakNotFoundError, establish_connection
+from bleak_retry_connector import (
+    BleakNotFoundError,
+    BleakOutOfConnectionSlotsError,
+    establish_connection,
+)
 
 from firmware_bridge.errors import (
-    BluetoothUnavailableError,
     ConnectionLostError,
     DeviceConnectionError,
     DeviceNotFoundError,
     DeviceRejectedError,
     DeviceTimeoutError,
+    MassagerError,
 )
 from firmware_bridge.protocol import (
     BATTERY_LEVEL_CHAR_UUID,
@@ -40,6 +44,69 @@ _LOGGER = logging.getLogger(__name__)
 OPERATION_TIMEOUT_S = 5.0  # every GATT operation is bounded; a stuck stack must not stall a stop
 CONNECT_ATTEMPTS = 3  # bleak-retry-connector's attempts per connect() call
 SCAN_TIMEOUT_S = 10.0
+NAME_MAX = 40  # characters of an advertised name kept for messages
+# Each connection attempt is bounded by bleak-retry-connector's BLEAK_TIMEOUT (20 s in 4.x: it
+# passes `timeout=` to BleakClient.connect itself, so it is not ours to set) and its 60 s safety
+# timeout. BlueZ resolves a device's services slowly, seconds on a first connection: a test
+# checks the connector still allows at least this, so an upgrade that shortened it is noticed.
+MIN_CONNECT_TIMEOUT_S = 10.0
+MAX_DETAIL_CHARS = 120  # the stack's own words, kept after the advice, cut to fit one line
+MAX_CAUSES = 8  # exception chains are a few deep; this bounds a pathological cycle
+
+# One line of advice for each way a connection fails, found in the stack's words (bleak,
+# BlueZ, WinRT, CoreBluetooth, ESPHome proxies, bumble HCI status names; the strings
+# bleak-retry-connector classifies by are among them). Checked in this order, case-folded.
+NOT_FOUND_ADVICE = (
+    "not found: it is off, out of range, or connected to a phone or another app; switch it "
+    "on, bring it closer, close the other app, and check `massager scan`"
+)
+CONNECT_ADVICE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "the Bluetooth adapter has no free connection slot; disconnect other Bluetooth LE "
+        "devices (Linux: `bluetoothctl disconnect`), or use another adapter (--hci usb:0)",
+        (
+            "connection slot",
+            "available connection",
+            "le-connection-abort-by-local",
+            "connection limit exceeded",
+            "connection_limit_exceeded",
+            "memory capacity exceeded",
+            "memory_capacity_exceeded",
+        ),
+    ),
+    (
+        "pairing is needed or was refused; put the massager in pairing mode and pair it "
+        "(Linux: `bluetoothctl pair ADDRESS`; Windows: Settings > Bluetooth & devices; macOS "
+        "asks on first use), or remove an old pairing on both sides and pair again",
+        (
+            "authentication",
+            "pairing",
+            "pin or key missing",
+            "pin_or_key_missing",
+            "insufficient encryption",
+            "not paired",
+            "access denied",
+        ),
+    ),
+    (
+        "the massager refused the connection; it may accept only its own phone or app: "
+        "switch it off and on, close its app, and try again",
+        ("refused", "rejected", "unacceptable bd_addr", "unacceptable_bd_addr"),
+    ),
+    (
+        "the massager went away while connecting (out of range or switched off); bring it "
+        "closer, keep it on, and try again",
+        (
+            "disconnected",
+            "unknownobject",
+            "connection_timeout",
+            "connection timeout",
+            "connection failed to be established",
+            "connection_failed_to_be_established",
+            "le-connection-abort-by-remote",
+        ),
+    ),
+)
 
 
 class BleakTransport:
@@ -53,9 +120,16 @@ class BleakTransport:
         backend_kwargs: dict[str, Any] | None = None,
         connect_attempts: int = CONNECT_ATTEMPTS,
         operation_timeout: float = OPERATION_TIMEOUT_S,
+        pair: bool = False,
+        rssi: int | None = None,
     ) -> None:
         self.device = device
-        self.name = device.name or device.address
+        name = device.name or device.address  # anyone's radio text: printed, so made safe
+        self.name = (name if name.isprintable() else repr(name)[1:-1])[:NAME_MAX]
+        self.pair = pair  # bond before use (a device description with `pairing = true`)
+        # dBm: the scan's advertisement RSSI; bleak offers none for a connected link, so this
+        # is what telemetry can report (None where the device was not found by scanning).
+        self.rssi = rssi
         self.on_frame: Callable[[bytes], None] | None = None
         self.on_battery: Callable[[int], None] | None = None
         self.on_disconnect: Callable[[], None] | None = None
@@ -93,21 +167,22 @@ class BleakTransport:
         """Connect (with bleak-retry-connector's retries), find the service, subscribe."""
         self._closing = False
         kwargs: dict[str, Any] = dict(self._backend_kwargs)
+        pair = bool(kwargs.pop("pair", False)) or self.pair  # devices.transport_for passes it
         if self._backend is not None:
             kwargs["backend"] = self._backend
         try:
+            # A new BleakClient per call (establish_connection makes it; its retries reuse it).
             client = await establish_connection(
                 BleakClient,
                 self.device,
                 self.name,
                 disconnected_callback=self._disconnected,
                 max_attempts=self._attempts,
+                pair=pair,
                 **kwargs,
             )
-        except BleakNotFoundError as exc:
-            raise DeviceNotFoundError(f"{self.name}: not found or not connectable: {exc}") from exc
         except (BleakError, TimeoutError) as exc:
-            raise DeviceConnectionError(f"{self.name}: could not connect: {exc}") from exc
+            raise connect_error(self.name, exc) from exc
         self._client = client
         try:
             await self._setup(client)
@@ -189,6 +264,31 @@ class BleakTransport:
             self.on_disconnect()
 
 
+def connect_error(name: str, exc: BaseException) -> MassagerError:
+    """Why connecting to `name` failed, as one line of advice and the stack's own words.
+
+    Classified by the stack's words in the exception's causes (bleak-retry-connector's own
+    message adds its advice, whose words would mislead), else in the exception itself.
+    """
+    causes: list[str] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(causes) < MAX_CAUSES:
+        causes.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    said = " ".join(causes or [str(exc)]).casefold()
+    detail = " ".join((causes[-1] if causes else str(exc) or type(exc).__name__).split())
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+    if isinstance(exc, BleakOutOfConnectionSlotsError):
+        return DeviceConnectionError(f"{name}: {CONNECT_ADVICE[0][0]} ({detail})")
+    for advice, needles in CONNECT_ADVICE:
+        if any(needle in said for needle in needles):
+            return DeviceConnectionError(f"{name}: {advice} ({detail})")
+    if isinstance(exc, BleakNotFoundError | TimeoutError) or "not found" in said:
+        return DeviceNotFoundError(f"{name}: {NOT_FOUND_ADVICE} ({detail})")
+    return DeviceConnectionError(f"{name}: could not connect ({detail})")
+
+
 async def find_massager(
     *,
     address: str | None = None,
@@ -215,11 +315,9 @@ async def find_massager(
             matches, timeout=timeout, **scanner_kwargs
         )
     except (BleakError, OSError) as exc:  # no BlueZ / D-Bus / adapter: OSError from the socket
-        raise BluetoothUnavailableError(
-            f"Bluetooth is not available here ({type(exc).__name__}: {exc}); "
-            "for the simulator use `massager run --sim` or firmware_bridge.simulated(); for a "
-            'USB Bluetooth dongle use --hci usb:0 (hci="usb:0" from Python)'
-        ) from exc
+        from firmware_bridge.discovery import unavailable  # noqa: PLC0415 - it imports this
+
+        raise unavailable(exc) from exc
     if device is None:
         wanted = address or name or f"service {SERVICE_UUID}"
         raise DeviceNotFoundError(

@@ -19,7 +19,7 @@ from bumble.device import Connection, Device
 from bumble.gatt_server import Server
 from bumble.transport import open_transport
 
-from firmware_bridge.protocol import CONTROL_CHAR_UUID, SERVICE_UUID, TELEMETRY_CHAR_UUID, encode
+from firmware_bridge.protocol import SERVICE_UUID, TELEMETRY_CHAR_UUID, encode
 from sim.firmware import LINK_LOSS_REASON
 from sim.hosts.runtime import SimulatedMassager
 
@@ -65,10 +65,13 @@ class BumbleMassagerHost:
         self._worker: asyncio.Task[None] | None = None
         self._services_added = False
         self._write_kinds_tagged = False
+        write_kinds = gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE
+        description = massager.description
+        if description is None or (description.output and description.output.with_response):
+            write_kinds |= gatt.Characteristic.Properties.WRITE
         self.control: gatt.Characteristic[bytes] = gatt.Characteristic(
-            UUID(CONTROL_CHAR_UUID),
-            gatt.Characteristic.Properties.WRITE
-            | gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            _bumble_uuid(massager.control_uuid),
+            write_kinds,
             gatt.Characteristic.WRITEABLE,
             gatt.CharacteristicValue(read=_not_readable, write=self._on_control_write),
         )
@@ -95,12 +98,7 @@ class BumbleMassagerHost:
         if not self._services_added:
             # Hand-made Battery Service: bumble's profile has no write handler, and a write to it
             # would get no ATT response at all (the client then waits 30 s).
-            self.device.add_services(
-                [
-                    gatt.Service(UUID(SERVICE_UUID), [self.control, self.telemetry]),
-                    gatt.Service(gatt.GATT_BATTERY_SERVICE, [self.battery_level]),
-                ]
-            )
+            self.device.add_services(self._services())
             self._services_added = True
         if not self._write_kinds_tagged:
             _tag_write_kinds(self.device.gatt_server)
@@ -119,6 +117,16 @@ class BumbleMassagerHost:
             advertising_interval_min=self._interval_ms,
             advertising_interval_max=self._interval_ms,
         )
+
+    def _services(self) -> list[gatt.Service]:
+        """Protocol v1's table, or the impersonated model's (its write characteristic and,
+        if it has one, the Battery Service): see `sim.hosts.gatt.layout_for`."""
+        description = self.massager.description
+        battery = gatt.Service(gatt.GATT_BATTERY_SERVICE, [self.battery_level])
+        if description is None or description.gatt is None:
+            return [gatt.Service(UUID(SERVICE_UUID), [self.control, self.telemetry]), battery]
+        services = [gatt.Service(_bumble_uuid(description.gatt.service), [self.control])]
+        return [*services, battery] if description.gatt.battery else services
 
     async def stop(self) -> None:
         """Stop advertising and serving; the massager is told the link is gone."""
@@ -210,10 +218,12 @@ class BumbleMassagerHost:
     # -- hooks from the massager: queued so they reach the central in the order they happened --
 
     def _queue_notify(self, data: bytes) -> None:
-        self._queue_notification(self.telemetry, bytes(data))
+        if self.massager.description is None:  # an impersonated model has no telemetry
+            self._queue_notification(self.telemetry, bytes(data))
 
     def _queue_battery(self, percent: int) -> None:
-        self._queue_notification(self.battery_level, bytes([max(0, min(100, percent))]))
+        if self.massager.has_battery_service:
+            self._queue_notification(self.battery_level, bytes([max(0, min(100, percent))]))
 
     def _queue_notification(self, characteristic: gatt.Characteristic[bytes], value: bytes) -> None:
         connection = self.connection
@@ -255,19 +265,26 @@ class BumbleMassagerHost:
 
     def _advertising_data(self) -> tuple[bytes, bytes]:
         """Connectable advertising with the service UUID; the full name in the scan response."""
-        head = [
+        head: list[core.DataType] = [
             data_types.Flags(
                 AdvertisingData.Flags.LE_GENERAL_DISCOVERABLE_MODE
                 | AdvertisingData.Flags.BR_EDR_NOT_SUPPORTED
             ),
-            data_types.CompleteListOf128BitServiceUUIDs([UUID(SERVICE_UUID)]),
         ]
+        services = [_bumble_uuid(uuid) for uuid in self.massager.advertised_services]
+        short = [uuid for uuid in services if len(uuid.to_bytes()) == 2]  # 16-bit SIG-based
+        if short:
+            head.append(data_types.CompleteListOf16BitServiceUUIDs(short))
+        if full := [uuid for uuid in services if uuid not in short]:
+            head.append(data_types.CompleteListOf128BitServiceUUIDs(full))
+        for company, data in self.massager.manufacturer_data.items():
+            head.append(data_types.ManufacturerSpecificData(company, data))
         name = self.massager.name
         room = LEGACY_ADV_MAX - len(bytes(AdvertisingData(head))) - 2  # 2: AD length + type
         if len(name.encode()) <= room:
             return bytes(AdvertisingData([*head, data_types.CompleteLocalName(name)])), b""
-        short = name.encode()[:room].decode(errors="ignore")
-        adv = AdvertisingData([*head, data_types.ShortenedLocalName(short)])
+        cut = name.encode()[:room].decode(errors="ignore")
+        adv = AdvertisingData([*head, data_types.ShortenedLocalName(cut)])
         return bytes(adv), bytes(AdvertisingData([data_types.CompleteLocalName(name)]))
 
 
@@ -292,6 +309,14 @@ def _tagged(handler: _Handler, with_response: bool) -> _Handler:
             _WRITE_WITH_RESPONSE.reset(token)
 
     return tagged
+
+
+def _bumble_uuid(text: str) -> UUID:
+    """16-bit form for UUIDs on the Bluetooth base (0000xxxx-0000-1000-8000-00805f9b34fb): a
+    GATT server matches a discovery by the stored bytes, and clients search in short form."""
+    if text.startswith("0000") and text.endswith("-0000-1000-8000-00805f9b34fb"):
+        return UUID.from_16_bits(int(text[4:8], 16))
+    return UUID(text)
 
 
 def _not_readable(_connection: Connection) -> bytes:

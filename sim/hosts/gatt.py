@@ -11,6 +11,7 @@ from firmware_bridge.protocol import (
     SERVICE_UUID,
     TELEMETRY_CHAR_UUID,
 )
+from firmware_bridge.protocol.description import Description
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +43,25 @@ LAYOUT = (
         (CharacteristicSpec(BATTERY_LEVEL_CHAR_UUID, ("read", "notify"), 9),),
     ),
 )
+
+
+def layout_for(description: Description | None) -> tuple[ServiceSpec, ...]:
+    """The GATT layout of the described model (protocol v1's for None): its write
+    characteristic, with "write" only when the model takes Write Requests, and the Battery
+    Service when it has one."""
+    if description is None or description.gatt is None or description.output is None:
+        return LAYOUT
+    gatt = description.gatt
+    properties: tuple[str, ...] = ("write-without-response",)
+    if description.output.with_response:
+        properties += ("write",)
+    services = [ServiceSpec(gatt.service, 1, (CharacteristicSpec(gatt.write, properties, 3),))]
+    if gatt.battery:
+        services.append(
+            ServiceSpec(
+                BATTERY_SERVICE_UUID,
+                5,
+                (CharacteristicSpec(BATTERY_LEVEL_CHAR_UUID, ("read", "notify"), 7),),
+            )
+        )
+    return tuple(services)

@@ -25,12 +25,10 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 
 from firmware_bridge.protocol import (
     BATTERY_LEVEL_CHAR_UUID,
-    CONTROL_CHAR_UUID,
-    SERVICE_UUID,
     TELEMETRY_CHAR_UUID,
     encode,
 )
-from sim.hosts.gatt import LAYOUT
+from sim.hosts.gatt import LAYOUT, ServiceSpec, layout_for
 from sim.hosts.runtime import SimulatedMassager
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,10 +55,12 @@ class VirtualAir:
         return BLEDevice(massager.address, massager.name, massager)
 
 
-def build_services(mtu: int) -> BleakGATTServiceCollection:
+def build_services(
+    mtu: int, layout: tuple[ServiceSpec, ...] = LAYOUT
+) -> BleakGATTServiceCollection:
     """The massager's GATT table as bleak objects (same handles on both tiers)."""
     collection = BleakGATTServiceCollection()
-    for spec in LAYOUT:
+    for spec in layout:
         service = BleakGATTService(None, spec.handle, spec.uuid)
         collection.add_service(service)
         for char_spec in spec.characteristics:
@@ -121,13 +121,14 @@ class InMemoryBleakClient(BaseBleakClient):
             raise BleakDeviceNotFoundError(self.address, f"device {self.address} not found")
         if massager.connected:
             raise BleakError(f"{massager.name} already has a central connected")
+        _connect_fault(massager.plan.connect_fault, self.address, pair=pair)
         await massager.start()
         massager.on_notify = self._deliver_telemetry
         massager.on_battery = self._deliver_battery
         massager.on_disconnect = self._peer_disconnected
         massager.attach()
         self._connected = True
-        self.services = build_services(self._mtu)
+        self.services = build_services(self._mtu, layout_for(massager.description))
 
     async def disconnect(self) -> None:
         if self._connected:
@@ -146,9 +147,9 @@ class InMemoryBleakClient(BaseBleakClient):
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
         massager = self._require_connected()
-        if characteristic.uuid == TELEMETRY_CHAR_UUID:
+        if characteristic.uuid == TELEMETRY_CHAR_UUID and massager.description is None:
             return bytearray(encode(massager.firmware.status(), 0))
-        if characteristic.uuid == BATTERY_LEVEL_CHAR_UUID:
+        if characteristic.uuid == BATTERY_LEVEL_CHAR_UUID and massager.has_battery_service:
             return bytearray([round(massager.firmware.battery_pct)])
         raise BleakError(f"characteristic {characteristic.uuid} is not readable")
 
@@ -163,8 +164,10 @@ class InMemoryBleakClient(BaseBleakClient):
         self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool
     ) -> None:
         massager = self._require_connected()
-        if characteristic.uuid != CONTROL_CHAR_UUID:
+        if characteristic.uuid != massager.control_uuid:
             raise BleakError(f"characteristic {characteristic.uuid} is not writable")
+        if response and "write" not in characteristic.properties:
+            raise BleakError(f"characteristic {characteristic.uuid} takes no Write Request")
         payload = bytes(data)
         if not response and len(payload) > self._mtu - ATT_HEADER:
             raise BleakError(f"write of {len(payload)} bytes exceeds MTU {self._mtu}")
@@ -227,6 +230,29 @@ class InMemoryBleakClient(BaseBleakClient):
             asyncio.get_running_loop().call_soon(self._disconnected_callback)
 
 
+# What each FaultPlan.connect_fault looks like from bleak's side: the words the real stacks
+# use (BlueZ over D-Bus, bleak-retry-connector's classification), so the controller's advice
+# for each is tested against the text it will meet.
+CONNECT_FAULT_ERRORS = {
+    "refuse": "[org.bluez.Error.Failed] le-connection-refused: Connection Rejected due to "
+    "Unacceptable BD_ADDR",
+    "no_slots": "[org.bluez.Error.Failed] le-connection-abort-by-local: No free connection slot",
+    "pairing_required": "[org.bluez.Error.Failed] GATT Protocol Error: Insufficient Authentication",
+    "pairing_refused": "[org.bluez.Error.AuthenticationRejected] Authentication Rejected",
+    "vanish_mid_connect": "failed to discover services, device disconnected",
+}
+
+
+def _connect_fault(fault: str | None, address: str, *, pair: bool) -> None:
+    """Raise what a connection attempt meets under `fault` (nothing for None)."""
+    if fault is None or (fault == "pairing_required" and pair):
+        return
+    text = CONNECT_FAULT_ERRORS.get(fault)
+    if text is None:
+        raise ValueError(f"unknown connect_fault {fault!r}; see sim.firmware.CONNECT_FAULTS")
+    raise BleakError(f"{address}: {text}")
+
+
 class InMemoryBleakScanner(BaseBleakScanner):
     """bleak scanner backend that 'hears' the massagers in a `VirtualAir`."""
 
@@ -266,9 +292,9 @@ class InMemoryBleakScanner(BaseBleakScanner):
                 continue  # a connected peripheral stops advertising
             adv = AdvertisementData(
                 local_name=massager.name,
-                manufacturer_data={},
+                manufacturer_data=massager.manufacturer_data,
                 service_data={},
-                service_uuids=[SERVICE_UUID],
+                service_uuids=massager.advertised_services,
                 tx_power=None,
                 rssi=-55,
                 platform_data=(),

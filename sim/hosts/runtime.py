@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
 
-from firmware_bridge.protocol import ScaledClock
+from firmware_bridge.protocol import CONTROL_CHAR_UUID, SERVICE_UUID, ScaledClock
+from firmware_bridge.protocol.description import ZONE_NAMES, Description
 from firmware_bridge.protocol.timebase import Clock
 from sim.firmware import (
     REMOTE_TERMINATED_REASON,
@@ -59,14 +61,24 @@ class SimulatedMassager:
         plan: FaultPlan | None = None,
         foot: Foot | None = None,
         clock: Clock | None = None,
+        description: Description | None = None,
     ) -> None:
-        self.name = name
+        """`description`: impersonate that model (its GATT layout, advertisement, encoding)."""
+        if description is not None and description.driver == "protocol-v1":
+            description = None  # our own protocol is what the firmware model speaks
+        self.description = description
+        self.name = name if description is None or name != DEFAULT_NAME else _name_for(description)
         self.address = address or random_static_address()
-        self.firmware = firmware or Firmware(plan=plan or FaultPlan())
+        self.firmware = firmware or (
+            Firmware(plan=plan or FaultPlan())
+            if description is None
+            else _impersonating_firmware(description, plan or FaultPlan())
+        )
         self.foot = foot or Foot()
         self.clock: Clock = clock or ScaledClock()
         if self.clock.speed > 1:
             self.firmware.watchdog_floor_s = MIN_REAL_WATCHDOG_S * self.clock.speed
+        self._last_write_t = float("-inf")  # clock time of the last write (impersonation)
         self.connected = False
         self.reachable = True  # False: out of radio range (no advertising, connects fail)
         self.connections = 0
@@ -85,6 +97,30 @@ class SimulatedMassager:
     @property
     def plan(self) -> FaultPlan:
         return self.firmware.plan
+
+    @property
+    def control_uuid(self) -> str:
+        """The characteristic every command is written to."""
+        gatt = self.description.gatt if self.description else None
+        return gatt.write if gatt else CONTROL_CHAR_UUID
+
+    @property
+    def advertised_services(self) -> list[str]:
+        if self.description is None:
+            return [SERVICE_UUID]
+        return list(self.description.match.services)
+
+    @property
+    def manufacturer_data(self) -> dict[int, bytes]:
+        match = self.description.match if self.description else None
+        if match is None or match.manufacturer_id is None:
+            return {}
+        return {match.manufacturer_id: bytes.fromhex(match.manufacturer_prefix) + b"\x01"}
+
+    @property
+    def has_battery_service(self) -> bool:
+        gatt = self.description.gatt if self.description else None
+        return gatt.battery if gatt else True
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -126,7 +162,17 @@ class SimulatedMassager:
         host cannot tell; the firmware records it with the frame.
         """
         now = self.clock.now()
-        self._dispatch(self.firmware.receive(bytes(data), now, with_response=with_response))
+        if self.description is None:
+            actions = self.firmware.receive(bytes(data), now, with_response=with_response)
+        else:
+            # A simple device ignores what it cannot parse (or, if the plan says so, what came
+            # too soon after the last write): no NACK, nothing changes.
+            crowded = now - self._last_write_t < self.plan.drop_crowded_s
+            self._last_write_t = now
+            motors = {} if crowded else self.description.levels_from(bytes(data)) or {}
+            raw = bytes(data)
+            actions = self.firmware.drive(motors, now, raw=raw, with_response=with_response)
+        self._dispatch(actions)
         self._wake.set()
 
     def press_button(self) -> None:
@@ -141,7 +187,20 @@ class SimulatedMassager:
     def rating(self) -> int:
         """What the virtual user would say right now, 0-10."""
         self._dispatch(self.firmware.tick(self.clock.now()))  # what falls due is still sent
-        return self.foot.rate(self.firmware.vibration(), self.clock.now())
+        return self.foot.rate(self.zone_vibration(), self.clock.now())
+
+    def zone_vibration(self) -> tuple[float, ...]:
+        """Amplitude per foot zone (heel, arch, forefoot): a motor shakes every zone it plays."""
+        motors = self.firmware.vibration()
+        output = self.description.output if self.description else None
+        if output is None:
+            return motors
+        zones = [0.0] * len(ZONE_NAMES)
+        for motor, played in enumerate(output.motors):
+            for zone in played:
+                index = ZONE_NAMES.index(zone)
+                zones[index] = max(zones[index], motors[motor])
+        return tuple(zones)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -182,3 +241,29 @@ class SimulatedMassager:
         self._pending = {h for h in self._pending if h.when() > now}
         if self.connected and self.on_notify is not None:
             self.on_notify(data)
+
+
+def _name_for(description: Description) -> str:
+    """An advertised name the description's own name globs accept (else the default)."""
+    for glob in description.match.names:
+        name = glob.replace("*", "SIM").replace("?", "S")
+        if "[" not in name:
+            return name
+    return DEFAULT_NAME
+
+
+def _impersonating_firmware(description: Description, plan: FaultPlan) -> Firmware:
+    """The firmware model set up as the described device: its motors, levels and timeout."""
+    output = description.output
+    if output is None:
+        raise ValueError(f"{description.id}: nothing to impersonate")
+    watchdog = description.timing.watchdog_s or None
+    if watchdog is None:
+        plan = dataclasses.replace(plan, no_watchdog=True)  # nothing on this device zeroes it
+    return Firmware(
+        zones=len(output.motors),
+        max_level=output.max_level,
+        has_heat=False,
+        plan=plan,
+        default_watchdog_s=watchdog,
+    )

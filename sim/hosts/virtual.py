@@ -48,6 +48,70 @@ class FixedController(Controller):
     """
 
     _advertiser: hci.Address | None = None  # set while reporting one advertising PDU
+    # The radio's answer to "what connect fault has the massager at this address?" (a central's
+    # controller asks it when it is about to connect; sim.firmware.FaultPlan.connect_fault).
+    connect_fault: Callable[[hci.Address], str | None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._vanishing: set[hci.Address] = set()  # links lost at the central's first request
+
+    def create_le_connection(self, peer_address: hci.Address) -> None:
+        """Connect, unless the massager's FaultPlan says the attempt fails (tier-2 faults).
+
+        "refuse": LE Connection Complete with status 0x0F (the peer accepts only its own phone);
+        "no_slots": status 0x09 Connection Limit Exceeded (this controller holds too many links);
+        "vanish_mid_connect": the link comes up, then its supervision timer expires (0x08) on
+        both ends before the services are discovered. The pairing faults are tier 1's: the
+        bumble backend does not pair.
+        """
+        fault = self.connect_fault(peer_address) if self.connect_fault else None
+        pending = self.pending_le_connection
+        status = {
+            "refuse": hci.HCI_ErrorCode.CONNECTION_REJECTED_DUE_TO_UNACCEPTABLE_BD_ADDR_ERROR,
+            "no_slots": hci.HCI_ErrorCode.CONNECTION_LIMIT_EXCEEDED_ERROR,
+        }.get(fault or "")
+        if status is None or pending is None:
+            super().create_le_connection(peer_address)
+            if fault == "vanish_mid_connect":
+                self._vanishing.add(peer_address)
+            return
+        self.pending_le_connection = None
+        self.send_hci_packet(
+            hci.HCI_LE_Connection_Complete_Event(
+                status=status,
+                connection_handle=0,
+                role=hci.Role.CENTRAL,
+                peer_address_type=pending.peer_address_type,
+                peer_address=pending.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            )
+        )
+
+    def on_hci_acl_data_packet(self, packet: hci.HCI_AclDataPacket) -> None:
+        """Host data out; for a vanishing peer it is lost and the link times out instead."""
+        connection = self.find_connection_by_handle(packet.connection_handle)
+        peer = connection.peer_address if connection is not None else None
+        if peer is not None and peer in self._vanishing:
+            self._vanishing.discard(peer)
+            asyncio.get_running_loop().call_soon(self._vanish, peer)
+            return
+        super().on_hci_acl_data_packet(packet)
+
+    def _vanish(self, peer_address: hci.Address) -> None:
+        """The link to `peer_address` is lost on both ends (supervision timeout)."""
+        peer = self.link.find_le_controller(peer_address) if self.link else None
+        own = {self.random_address, self.public_address}
+        if peer is not None:
+            for connection in list(peer.le_connections.values()):
+                if connection.peer_address in own:
+                    peer.on_le_disconnected(connection, LINK_LOSS_REASON)
+        own_end = self.le_connections.get(peer_address)
+        if own_end is not None:
+            self.on_le_disconnected(own_end, LINK_LOSS_REASON)
 
     def on_hci_le_create_connection_cancel_command(
         self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
@@ -344,11 +408,19 @@ class VirtualRadio:
             link=self.link,
             public_address=hci.Address(f"A0:00:00:00:00:{self._count:02X}"),
         )
+        controller.connect_fault = self._connect_fault
         device = Device(
             name=name, address=address, host=Host(controller, AsyncPipeSink(controller))
         )
         self._controllers[device] = controller
         return device
+
+    def _connect_fault(self, address: hci.Address) -> str | None:
+        """The FaultPlan.connect_fault of the massager advertising at `address` (or None)."""
+        for host in self.hosts:
+            if address in (host.device.random_address, host.device.public_address):
+                return host.massager.plan.connect_fault
+        return None
 
     def _peripheral_address(self, massager: SimulatedMassager, index: int) -> hci.Address:
         """The massager's own address if it is a free static random one, else one per index."""

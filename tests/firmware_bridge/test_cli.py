@@ -84,6 +84,8 @@ BAD_FLAGS = [
     (["run", "relax", "--sim", "--telemetry-hz", "0"], "--telemetry-hz must be 1-50"),
     (["run", "relax", "--sim", "--device-id", "a/b"], "--device-id 'a/b'"),
     (["run", "relax", "--sim", "--mqtt-config", "/nonexistent.toml"], "cannot read MQTT settings"),
+    (["run", "relax", "--sim", "--sim-as", "nope"], "--sim-as nope: no device description"),
+    (["run", "relax", "--sim-as", "uart-text"], "--sim-as needs --sim"),
 ]
 
 
@@ -317,7 +319,6 @@ def test_a_deeply_nested_profile_is_one_line_in_run(
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "relax", "--hci", "bogus:x"],
         ["run", "relax", "--hci", "usb:0"],
         ["run", "relax", "--hci", "serial:/dev/nonexistent"],
         ["run", "relax", "--hci", "tcp-client:127.0.0.1:1"],

@@ -184,7 +184,39 @@ def case_3(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert reads == ["20260303T193000Z-relax.jsonl"]  # its size is recorded: read once
 
 
-CASES: dict[int, Callable[[Path, pytest.MonkeyPatch], None]] = {1: case_1, 2: case_2, 3: case_3}
+def case_4(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 remembers each person's massagers: none at first, then the last used first."""
+    db = at_version(path, 3)
+    write_schema_1_rows(db)
+    migrations.migrate(db, path, target=4)
+    assert columns(db, "devices") == ["person_id", "address", "name", "description", "last_used"]
+    db.close()
+    with Store.open(path) as store:
+        schema_1_rows_survived(store)
+        assert store.devices("ana") == []
+        early = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+        store.remember_device("ana", "aa:bb:cc:dd:ee:01", name="Foot", at=early)
+        store.remember_device("ana", "AA:BB:CC:DD:EE:02", description="single-byte")
+        store.remember_device("bo", "AA:BB:CC:DD:EE:03")
+        got = store.devices("ana")
+        assert [(d.address, d.name, d.description) for d in got] == [
+            ("AA:BB:CC:DD:EE:02", None, "single-byte"),
+            ("AA:BB:CC:DD:EE:01", "Foot", None),
+        ]
+        store.remember_device("ana", "AA:BB:CC:DD:EE:01", name="Foot")  # used again: first
+        assert store.devices("ana")[0].address == "AA:BB:CC:DD:EE:01"
+        assert store.forget_devices("ana", "aa:bb:cc:dd:ee:02") == 1
+        assert store.forget_devices("ana") == 1
+        assert store.devices("ana") == []
+        assert [d.address for d in store.devices("bo")] == ["AA:BB:CC:DD:EE:03"]
+
+
+CASES: dict[int, Callable[[Path, pytest.MonkeyPatch], None]] = {
+    1: case_1,
+    2: case_2,
+    3: case_3,
+    4: case_4,
+}
 
 
 def test_every_migration_has_a_case() -> None:

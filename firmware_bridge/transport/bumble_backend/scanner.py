@@ -6,6 +6,7 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback,
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Device
 
+from firmware_bridge.transport.bumble_backend.central import transport_lost
 from firmware_bridge.transport.bumble_backend.convert import (
     BumbleDeviceDetails,
     _advertised_name,
@@ -42,7 +43,8 @@ class BumbleBleakScanner(BaseBleakScanner):
 
     async def stop(self) -> None:
         self._central.remove_listener(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
-        if self._started_scanning and self._central.is_scanning:
+        gone = transport_lost(self._central)  # nothing to stop, and no answer would come
+        if self._started_scanning and self._central.is_scanning and not gone:
             await self._central.stop_scanning()
         self._started_scanning = False
 
