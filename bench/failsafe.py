@@ -7,6 +7,9 @@
 - `link_loss`: the link drops → the controller has latched output off (its latch, not zero:
   the device's watchdog does that part).
 
+Their floors: the watchdog and silence settings themselves, and for the link loss a bare bleak
+client's disconnect callback after the same drop (`bare_disconnect`).
+
 Run: `python -m bench.failsafe --tier bumble -n 10`.
 """
 
@@ -43,8 +46,16 @@ async def watchdog(tier: str, n: int) -> list[float]:
                 task.cancel()
             while any(rig.firmware.levels):  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-            last = max(r.t for r in rig.firmware.received if r.frame is not None)
-            delays.append(rig.firmware.applied[-1].t - last)
+            zeroed = next((r.t for r in rig.firmware.applied if r.cause == "watchdog"), None)
+            if zeroed is None:
+                raise RuntimeError(
+                    f"the device zeroed, but not by its watchdog: {rig.firmware.applied}"
+                )
+            # Frames after the zero do not count: the controller's reader still answers the
+            # device's WATCHDOG_EXPIRED with a STOP.
+            received = rig.firmware.received
+            last = max(r.t for r in received if r.frame is not None and r.t <= zeroed)
+            delays.append(zeroed - last)
             await rig.transport.disconnect()
     return delays
 
@@ -78,6 +89,20 @@ async def link_loss(tier: str, n: int) -> list[float]:
                     await asyncio.sleep(0)
                 delays.append(time.monotonic() - dropped)
             await asyncio.sleep(2.0)  # let the device's watchdog finish before the next round
+    return delays
+
+
+async def bare_disconnect(tier: str, n: int) -> list[float]:
+    """The link-loss floor: the device drops the link → a bare bleak client hears of it (s)."""
+    delays = []
+    async with open_rig(tier) as rig:
+        for _ in range(n):
+            gone = asyncio.Event()
+            async with rig.bleak_client(disconnected_callback=lambda _c, gone=gone: gone.set()):
+                dropped = time.monotonic()
+                rig.massager.drop_link()
+                await gone.wait()
+                delays.append(time.monotonic() - dropped)
     return delays
 
 

@@ -8,7 +8,8 @@ import statistics
 def summary(samples_s: list[float]) -> dict[str, float]:
     """n, median, p90, p99 and max of samples given in seconds, reported in milliseconds."""
     ms = sorted(s * 1000 for s in samples_s)
-    pct = statistics.quantiles(ms, n=100, method="inclusive")
+    # One sample is every percentile of itself (quantiles() needs two).
+    pct = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
     return {
         "n": len(ms),
         "median_ms": round(statistics.median(ms), 3),

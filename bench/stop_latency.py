@@ -2,7 +2,9 @@
 
 Runs the production transport (bleak + bleak-retry-connector) over either simulator tier; both
 ends share one clock, so the simulator's record of when zero reached the motors is comparable
-with the controller's request time. Run: `python -m bench.stop_latency --tier all -n 1000`.
+with the controller's request time. The floor, on the same tier and link, is a bare bleak
+client's Write Request (a QUERY_STATUS frame, no MassagerLink) → the device's record of it, and
+→ the STATUS notification it answers with. Run: `python -m bench.stop_latency --tier all -n 1000`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,32 @@ import platform
 import sys
 
 from bench.stats import summary
+from firmware_bridge.protocol import CONTROL_CHAR_UUID, TELEMETRY_CHAR_UUID, QueryStatus, encode
 from tests.rigs import TIERS, open_rig
+
+REPLY_TIMEOUT_S = 5.0  # a STATUS answer takes < 1 ms on an ideal link; give up on a lost one
+
+
+async def bare_write(tier: str, n: int, latency_ms: float) -> dict[str, list[float]]:
+    """The floor: `n` bare Write Requests → the device's record (s), and → its answer (s)."""
+    to_device: list[float] = []
+    to_answer: list[float] = []
+    async with open_rig(tier, latency_s=latency_ms / 1000) as rig, rig.bleak_client() as client:
+        answers: asyncio.Queue[float] = asyncio.Queue()
+        await client.start_notify(
+            TELEMETRY_CHAR_UUID, lambda _char, _data: answers.put_nowait(rig.clock.now())
+        )
+        for i in range(n):
+            while not answers.empty():  # a periodic STATUS is not the answer to this write
+                answers.get_nowait()
+            seen = len(rig.firmware.received)
+            requested = rig.clock.now()
+            frame = encode(QueryStatus(), i)
+            await client.write_gatt_char(CONTROL_CHAR_UUID, frame, response=True)
+            answered = await asyncio.wait_for(answers.get(), REPLY_TIMEOUT_S)
+            to_device.append(rig.firmware.received[seen].t - requested)
+            to_answer.append(answered - requested)
+    return {"write_to_device": to_device, "write_to_answer": to_answer}
 
 
 async def measure(tier: str, n: int, latency_ms: float) -> dict[str, object]:
@@ -35,11 +62,14 @@ async def measure(tier: str, n: int, latency_ms: float) -> dict[str, object]:
                 raise SystemExit(f"stop {i} on {tier} not confirmed: {result} {zeroed}")
             to_motors.append(zeroed.t - requested)
             to_ack.append(rig.clock.now() - requested)
+    floor = await bare_write(tier, n, latency_ms)
     return {
         "tier": tier,
         "link_latency_ms": latency_ms,
         "request_to_motors_zero": summary(to_motors),
         "request_to_ack": summary(to_ack),
+        "floor_write_to_device": summary(floor["write_to_device"]),
+        "floor_write_to_answer": summary(floor["write_to_answer"]),
     }
 
 
@@ -58,7 +88,12 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}, {args.n} stops per tier")
     print(f"{'tier':8} {'measure':24} {'median':>8} {'p90':>8} {'p99':>8} {'max':>8}  (ms)")
     for r in results:
-        for key in ("request_to_motors_zero", "request_to_ack"):
+        for key in (
+            "request_to_motors_zero",
+            "floor_write_to_device",
+            "request_to_ack",
+            "floor_write_to_answer",
+        ):
             s = r[key]
             assert isinstance(s, dict)
             print(

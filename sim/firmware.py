@@ -116,7 +116,7 @@ class FaultPlan:
     # "pairing_refused" (pairing is rejected), "vanish_mid_connect" (the link drops while the
     # services are discovered, as at the edge of range). None: connections succeed.
     connect_fault: str | None = None
-    # An impersonated model drops a write that arrives closer than this to the one before
+    # An impersonated model drops a write that arrives closer than this to the last one it took
     # (clock s): what its description's `timing.min_gap_ms` warns of. 0: it takes every write.
     drop_crowded_s: float = 0.0
 

@@ -120,6 +120,9 @@ class MassagerLink:
         self._reconnecting: asyncio.Task[None] | None = None
         self._restops_left = RESTOPS
         self._stop_requests = 0  # every stop request, even on an already latched link
+        self._stop_writes = 0  # STOP exchanges under way (a re-stop may still wait for its ack)
+        self._stops_done = asyncio.Event()  # set while none is
+        self._stops_done.set()
         self._last_stop_request: StopReason | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -219,7 +222,9 @@ class MassagerLink:
         if self.state != LinkState.READY:
             raise ConnectionLostError(f"{self.transport.name}: cannot start while {self.state}")
         stops = self._stop_requests
+        await self._stops_done.wait()  # an earlier stop still re-sending must not hit this start
         await self._handshake()
+        await self._stops_done.wait()  # nor one a heartbeat began while this one shook hands
         if self._stop_requests != stops:  # a button, fault or stop arrived meanwhile: it stands
             self.stop_reason = self._last_stop_request
             raise SafetyLimitError(f"stopped while starting ({self.stop_reason})")
@@ -284,6 +289,16 @@ class MassagerLink:
 
     async def _write_stop(self) -> bool:
         """STOP with response where supported; True once the device acks all-zero."""
+        self._stop_writes += 1
+        self._stops_done.clear()
+        try:
+            return await self._stop_exchange()
+        finally:
+            self._stop_writes -= 1
+            if not self._stop_writes:
+                self._stops_done.set()
+
+    async def _stop_exchange(self) -> bool:
         self._desired = (0,) * self.zones
         caps = self.capabilities
         with_response = self.transport.supports_write_with_response and (

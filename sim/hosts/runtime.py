@@ -78,7 +78,7 @@ class SimulatedMassager:
         self.clock: Clock = clock or ScaledClock()
         if self.clock.speed > 1:
             self.firmware.watchdog_floor_s = MIN_REAL_WATCHDOG_S * self.clock.speed
-        self._last_write_t = float("-inf")  # clock time of the last write (impersonation)
+        self._last_write_t = float("-inf")  # clock time of the last write taken (impersonation)
         self.connected = False
         self.reachable = True  # False: out of radio range (no advertising, connects fail)
         self.connections = 0
@@ -168,8 +168,9 @@ class SimulatedMassager:
             # A simple device ignores what it cannot parse (or, if the plan says so, what came
             # too soon after the last write): no NACK, nothing changes.
             crowded = now - self._last_write_t < self.plan.drop_crowded_s
-            self._last_write_t = now
             motors = {} if crowded else self.description.levels_from(bytes(data)) or {}
+            if motors:
+                self._last_write_t = now  # the parser is busy after a write it took
             raw = bytes(data)
             actions = self.firmware.drive(motors, now, raw=raw, with_response=with_response)
         self._dispatch(actions)

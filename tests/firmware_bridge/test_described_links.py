@@ -95,10 +95,23 @@ async def test_stop_zeroes_the_motors_and_is_confirmed_only_by_a_write_request(
             link.set_levels((1, 1, 1))  # latched until an explicit start
 
 
-async def test_writes_keep_the_models_minimum_gap_except_the_stop(rig: Rig) -> None:
+async def test_writes_keep_the_models_minimum_gap_except_the_stop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spacing as sent (a radio, real or virtual, may bunch writes on their way: the device's
+    gap is the sender's to keep)."""
     description = described(rig)
     gap = description.timing.min_gap_ms / 1000
     stops = set(description.stop_writes())
+    sent: list[float] = []
+    real = BleakTransport.write
+
+    async def timed(self: BleakTransport, data: bytes, *, response: bool) -> None:
+        if data not in stops:
+            sent.append(rig.clock.now())
+        await real(self, data, response=response)
+
+    monkeypatch.setattr(BleakTransport, "write", timed)
     async with rig.link() as link:
         await link.start()
         for level in range(1, 8):
@@ -106,10 +119,9 @@ async def test_writes_keep_the_models_minimum_gap_except_the_stop(rig: Rig) -> N
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.3)
         await link.stop()
-    times = [r.t for r in rig.firmware.received if r.raw not in stops]
-    spacing = [b - a for a, b in itertools.pairwise(times)]
-    assert spacing
-    assert min(spacing) >= gap - 0.002, spacing
+    spacing = [b - a for a, b in itertools.pairwise(sent)]
+    assert spacing  # coalesced (latest wins): fewer writes than levels asked for
+    assert min(spacing) >= gap - 0.001, spacing
 
 
 async def test_a_stop_overtakes_a_level_write_waiting_for_the_gap(rig: Rig) -> None:
@@ -370,7 +382,7 @@ async def test_a_stop_inside_the_gap_is_written_again_before_it_counts(tier: str
     and is confirmed only by the write that came after the gap."""
     description = by_id("single-byte")  # 100 ms gap
     gap = description.timing.min_gap_ms / 1000
-    plan = FaultPlan(drop_crowded_s=gap)
+    plan = FaultPlan(drop_crowded_s=gap / 2)  # half: a busy virtual radio may bunch writes
     async with open_rig(tier, description=description, plan=plan) as rig, rig.link() as link:
         await link.start()
         link.set_levels((50, 50, 50))
@@ -380,3 +392,25 @@ async def test_a_stop_inside_the_gap_is_written_again_before_it_counts(tier: str
         assert result.confirmed
         dropped = [r for r in rig.firmware.received if r.error == "ignored"]
         assert dropped  # the first zero was crowded out, as the description warned
+
+
+@pytest.mark.parametrize("tier", TIERS)
+async def test_a_re_stop_still_waiting_for_its_ack_does_not_zero_the_next_start(tier: str) -> None:
+    """A device that cannot confirm a stop (Write Commands) is re-stopped by the latched link;
+    a new start must wait for that re-stop, not be zeroed by it a moment later while the link
+    believes the new level is on."""
+    description = by_id("uart-text")
+    async with open_rig(tier, description=description) as rig, rig.link() as link:
+        await link.start()
+        link.set_levels((4, 4, 4))
+        await until(lambda: all(rig.firmware.levels))
+        result = await link.stop()
+        assert not result.confirmed
+        # The latched link began re-stopping during the stop (the device still showed output);
+        # that re-stop is still waiting for an ack the device cannot give.
+        await link.start()
+        link.set_levels((3, 3, 3))
+        await until(lambda: rig.firmware.levels == (3, 3))
+        await asyncio.sleep(1.5)  # longer than the re-stop's ack timeout
+        assert rig.firmware.levels == (3, 3)
+        assert link.commanded == (3, 3, 3)
