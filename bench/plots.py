@@ -77,10 +77,59 @@ def _short(label: str, width: int = 72) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
+def plot_curve(bench: dict[str, Any], path: Path) -> Path:
+    """Fleet scale against the device count (log-log): controller CPU, CPU per device,
+    stop-all p99 beside its floor, and the share of control ticks missed."""
+    import matplotlib as mpl  # noqa: PLC0415 - the `report` extra, only when plotting
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    curve = bench["extra"]["curve"]
+    counts = [point["devices"] for point in curve]
+    stops = {f["group"]: f for f in bench["figures"] if f["label"].startswith("stop-all")}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    panels = [
+        (axes[0][0], "controller CPU, % of one core", [p["cpu_pct_of_one_core"] for p in curve]),
+        (axes[0][1], "CPU per device, ms per second", [p["cpu_ms_per_device_s"] for p in curve]),
+        (axes[1][1], "control ticks > 50 ms late, %", [p["missed_pct"] for p in curve]),
+    ]
+    for ax, title, values in panels:
+        ax.plot(counts, values, marker="o", color=FIGURE_COLOUR)
+        ax.set_title(title, fontsize=10)
+    axes[0][0].axhline(200, color=FLOOR_COLOUR, linestyle="--", label="both cores")
+    axes[0][0].legend(fontsize=8)
+    ax = axes[1][0]
+    shown = [(c, stops.get(f"{c} devices")) for c in counts]
+    ax.plot([c for c, f in shown if f], [f["p99"] for c, f in shown if f], marker="o",
+            color=FIGURE_COLOUR, label="stop-all → zero confirmed, p99")  # fmt: skip
+    ax.plot([c for c, f in shown if f], [f["floor"]["p99"] for c, f in shown if f], marker="o",
+            color=FLOOR_COLOUR, label="floor: bare Write Requests at once, p99")  # fmt: skip
+    ax.axhline(50, color="black", linestyle=":", label="goal: 50 ms")
+    ax.set_title("stop-all, ms", fontsize=10)
+    ax.legend(fontsize=8)
+    for row in axes:
+        for ax in row:
+            ax.set_xscale("log")
+            ax.set_xlabel("devices", fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+    axes[1][0].set_yscale("log")
+    fig.suptitle(f"{bench['title']}: cost against devices ({bench['mode']} run, {bench['date']})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def plot_all(results: dict[str, Any], out: Path) -> list[Path]:
-    """Every benchmark in `results` as out/NAME.png."""
-    return [
+    """Every benchmark in `results` as out/NAME.png (and the fleet's curve)."""
+    paths = [
         plot(name, b, out / f"{name}.png")
         for name, b in results["benchmarks"].items()
         if b["figures"]
     ]
+    fleet = results["benchmarks"].get("fleet_scale")
+    if fleet and fleet["extra"].get("curve"):
+        paths.append(plot_curve(fleet, out / "fleet_scale_curve.png"))
+    return paths

@@ -21,6 +21,8 @@ from bench import (
     capacity,
     described_stop,
     failsafe,
+    fleet_scale,
+    monitor_scale,
     remote_stop,
     startup,
     stop_latency,
@@ -186,6 +188,89 @@ async def _capacity(quick: bool) -> Outcome:
     return Outcome(figures, {"seconds_per_point": seconds})
 
 
+# -- fleet scale: N sessions here, the simulators in another process ---------------------------
+
+
+FLEET_COUNTS_FULL = [1, 10, 100, 250, 500, 1000]
+
+
+async def _fleet_scale(quick: bool) -> Outcome:
+    counts, seconds = ([1, 10], 3.0) if quick else (FLEET_COUNTS_FULL, 10.0)
+    broker = Mosquitto()
+    broker.start()
+    try:
+        baseline = capacity.rss_mib()
+        ticks = Floor(
+            "bare 20 Hz asyncio.sleep loop, same process",
+            Stats.of(await capacity.bare_ticks(min(seconds, 5.0))),
+        )
+        figures, curve = [], []
+        for count in counts:
+            r = await fleet_scale.measure(count, seconds, broker, baseline)
+            lateness = Stats(
+                int(r["ticks"]),
+                float(r["lateness_median_ms"]),
+                float(r["lateness_p99_ms"]),
+                float(r["lateness_p99_ms"]),
+                float(r["lateness_max_ms"]),
+            )
+            notes = {
+                k: r[k]
+                for k in (
+                    "missed_ticks",
+                    "missed_pct",
+                    "cpu_pct_of_one_core",
+                    "cpu_ms_per_device_s",
+                    "server_cpu_pct",
+                    "rss_mib",
+                    "rss_mib_per_device",
+                    "stop_all_confirmed",
+                )
+            }
+            group = f"{count} devices"
+            figures.append(F(group, "control tick lateness", lateness, ticks, notes=notes))
+            if r["stop_all"]:
+                bare = Floor(
+                    f"{count} bare Write Requests of a stop at once, same simulators",
+                    Stats.of(r["floor_stop_all"]),
+                )
+                figures.append(
+                    F(group, "stop-all → each zero confirmed", Stats.of(r["stop_all"]), bare)
+                )
+            curve.append({k: v for k, v in r.items() if k not in ("stop_all", "floor_stop_all")})
+    finally:
+        broker.close()
+    return Outcome(figures, {"seconds_per_point": seconds, "curve": curve})
+
+
+# -- the monitor at fleet size: messages folded vs a bare subscriber ----------------------------
+
+
+async def _monitor_scale(quick: bool) -> Outcome:
+    devices, seconds = (100, 2.0) if quick else (1000, 10.0)
+    r = await monitor_scale.measure(devices, seconds)
+    m, bare = r["monitor"], r["floor_bare_subscriber"]
+    cpu = Floor(
+        "bare aiomqtt subscriber, same stream: CPU per message",
+        Stats.setting(float(bare["cpu_ms_per_message"])),  # one figure: total CPU / messages
+    )
+    notes = {
+        "offered_per_s": m["offered_per_s"],
+        "lost": m["lost"],
+        "bare_lost": bare["sent"] - bare["received"],
+        "summary_render_ms": m["summary_render_ms"],
+        "rss_growth_mib": m["rss_growth_mib"],
+    }
+    figure = F(
+        f"{devices} devices' telemetry",
+        "monitor: CPU per message folded (parse + view)",
+        Stats.setting(float(m["cpu_ms_per_message"])),
+        cpu,
+        notes=notes,
+    )
+    return Outcome([figure], r)
+
+
 # -- two processes: kill one side, against the watchdog ----------------------------------------
 
 
@@ -301,6 +386,10 @@ BENCHMARKS = (
     Benchmark("remote_stop", "Remote stop (MQTT)", _async(_remote_stop, "remote_stop"), 120, 1800),
     Benchmark("failsafe", "Fail-safe bounds", _async(_failsafe, "failsafe"), 120, 900),
     Benchmark("capacity", "Capacity", _async(_capacity, "capacity"), 120, 900),
+    Benchmark("fleet_scale", "Fleet scale", _async(_fleet_scale, "fleet_scale"), 120, 1800),
+    Benchmark(
+        "monitor_scale", "Monitor at fleet size", _async(_monitor_scale, "monitor_scale"), 60, 300
+    ),
     Benchmark("two_process", "Two processes", _two_process, 200, 1000),
     Benchmark("startup", "Start-up", _startup, 120, 600),
     Benchmark(

@@ -150,6 +150,8 @@ async def open_hardware(
     ask: Callable[[list[Sighting]], Awaitable[Sighting]] | None = None,
     on_chosen: Callable[[Sighting], None] | None = None,
     stack: Stack | None = None,
+    esphome: Sequence[str] = (),
+    esphome_key: str | None = None,
 ) -> AsyncIterator[BleakTransport]:
     """A real massager: the OS Bluetooth stack, or a bumble HCI transport (`--hci usb:0`).
 
@@ -158,6 +160,8 @@ async def open_hardware(
     several raise SeveralMassagersError. The transport suits the device's description, carries
     the scan's RSSI, pairs when the description says so, and is disconnected on exit.
     `stack` swaps the backends (tests: the simulator's); `on_chosen` hears the pick.
+    `esphome`: reach it through these ESPHome Bluetooth proxies (`HOST[:PORT]`, key
+    `esphome_key`) instead of a local adapter.
     """
     choice: dict[str, Any] = {
         "address": address,
@@ -167,6 +171,15 @@ async def open_hardware(
         "ask": ask,
         "on_chosen": on_chosen,
     }
+    if esphome:  # through ESPHome Bluetooth proxies (bleak-esphome, imported lazily)
+        from firmware_bridge.transport.esphome import open_proxies
+
+        async with (
+            open_proxies(esphome, esphome_key) as proxies,
+            _opened(proxies.stack(), **choice) as transport,
+        ):
+            yield transport
+        return
     if hci is None:
         async with _opened(stack or Stack(), **choice) as transport:
             yield transport

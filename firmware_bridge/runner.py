@@ -62,6 +62,7 @@ class Session:
         rating_period_s: float = RATING_PERIOD_S,
         on_sample: Callable[[Sample], None] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        start_together: asyncio.Barrier | None = None,
     ) -> None:
         self.link = link
         self.profile = profile
@@ -73,6 +74,7 @@ class Session:
         self.rating_period_s = rating_period_s
         self.on_sample = on_sample
         self.on_event = on_event
+        self.start_together = start_together  # several devices (both feet) start in lockstep
         self.record = SessionRecord(profile=profile.name, cap=self.settings.cap)
         self.governor: SafetyGovernor | None = None
         self.segment = ""
@@ -180,8 +182,12 @@ class Session:
             device_max=link.max_level / link.capabilities.max_level,
         )
         link.listeners.append(self._on_link_event)
+        together = self.start_together
         try:
-            if await self._armed():
+            armed = await self._armed()
+            if not armed and together is not None:
+                await together.abort()  # the other devices do not start without this one
+            if armed:
                 async with asyncio.TaskGroup() as group:
                     control = group.create_task(self._control(), name="control")
                     others = [
@@ -196,6 +202,8 @@ class Session:
             self._event("fault", problem=repr(first))
             self.governor.stop(StopReason.FAULT)
         finally:
+            if together is not None and together.n_waiting:  # this one will never arrive
+                await together.abort()
             with contextlib.suppress(ValueError):
                 link.listeners.remove(self._on_link_event)
             reason = self.governor.stop_reason or link.stop_reason or StopReason.FAULT
@@ -222,6 +230,13 @@ class Session:
             self._event("refused", problem=str(exc))
             governor.stop(link.stop_reason or StopReason.FAULT)
             return False
+        if self.start_together is not None:  # every device armed before any plays
+            try:
+                await self.start_together.wait()
+            except asyncio.BrokenBarrierError:
+                self._event("refused", problem="another device of this session did not start")
+                governor.stop(self.stop_requested or StopReason.FAULT)
+                return False
         if self.stop_requested is not None:  # requested while the link was starting
             governor.stop(self.stop_requested)
             return False

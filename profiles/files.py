@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from pathlib import Path
+from typing import Any
 
 # Opening a FIFO for reading waits for a writer and a tty may wait for carrier; non-blocking
 # returns at once so fstat can refuse them. Windows has no O_NONBLOCK and no FIFOs to wait on.
@@ -88,3 +90,24 @@ def read_text_file(path: str | Path, *, max_bytes: int, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputFileError(path, f"not UTF-8 text (byte {exc.start})") from exc
+
+
+# Real profiles nest a few levels (profile, segments, repeat, segments, zones); tomllib recurses per
+# level and runs out of stack a few hundred down, so only a crafted file gets there. That is caught
+# as RecursionError rather than pre-checked in the text: tomllib is pure Python and keeps no state
+# between calls, so unwinding leaves nothing broken, while counting brackets correctly would mean
+# re-lexing TOML strings and comments (`label = "[[[["`). The cause keeps no traceback: a thousand
+# frames tell the person nothing and would print as thousands of lines wherever it is logged.
+NESTED_TOO_DEEPLY = "nested too deeply (arrays or tables hundreds of levels inside each other)"
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """TOML text as a dict; every failure a ValueError whose message is one short problem."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError(NESTED_TOO_DEEPLY) from exc.with_traceback(None)
+    except ValueError as exc:  # tomllib lets int()'s 4,300-digit limit out as a bare ValueError
+        raise ValueError("not valid TOML: a number too long to read") from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from datetime import date, time
 from importlib import resources
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from profiles.files import InputFileError, read_text_file
+from profiles.files import NESTED_TOO_DEEPLY, InputFileError, parse_toml, read_text_file
 from profiles.model import Profile
 
 MAX_PROFILE_BYTES = 256 * 1024  # a profile is a page of TOML; anything bigger is a mistake
@@ -29,14 +28,6 @@ _TYPE_ERRORS = {
     "finite_number": "must be a finite number",
 }
 SHOWN_MAX_CHARS = 40  # characters of a string input quoted back; the line names the field anyway
-
-# Real profiles nest a few levels (profile, segments, repeat, segments, zones); tomllib recurses per
-# level and runs out of stack a few hundred down, so only a crafted file gets there. That is caught
-# as RecursionError rather than pre-checked in the text: tomllib is pure Python and keeps no state
-# between calls, so unwinding leaves nothing broken, while counting brackets correctly would mean
-# re-lexing TOML strings and comments (`label = "[[[["`). The cause keeps no traceback: a thousand
-# frames tell the person nothing and would print as thousands of lines wherever it is logged.
-NESTED_TOO_DEEPLY = "nested too deeply (arrays or tables hundreds of levels inside each other)"
 
 
 class ProfileError(ValueError):
@@ -126,13 +117,9 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 def load_text(text: str, source: str) -> Profile:
     """Parse and validate a profile's TOML text."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(source, [f"not valid TOML: {exc}"]) from exc
-    except RecursionError as exc:
-        raise ProfileError(source, [NESTED_TOO_DEEPLY]) from exc.with_traceback(None)
-    except ValueError as exc:  # tomllib lets int()'s 4,300-digit limit out as a bare ValueError
-        raise ProfileError(source, ["not valid TOML: a number too long to read"]) from exc
+        data = parse_toml(text)
+    except ValueError as exc:
+        raise ProfileError(source, [str(exc)]) from exc
     return parse_profile(data, source)
 
 

@@ -48,6 +48,7 @@ from firmware_bridge.protocol import (
 ZONES = ("heel", "arch", "forefoot")
 MAX_LEVEL = 20  # drive levels 0..20; one level ≈ 5 % of maximum amplitude
 MODEL_ID = 0x0F00
+DEVICE_TYPES = 0x80  # frame types from here up are device → controller (docs/protocol.md)
 FIRMWARE_VERSION = (1, 2, 0)
 MAX_TIMER_S = 1800  # S7 hard ceiling: the firmware refuses a longer on-device timer
 
@@ -249,7 +250,8 @@ class Firmware:
             actions += self._emit(Nack(seq, frame_type, _classify(raw), self.levels), now)
             return actions
         self.received.append(ReceivedFrame(now, bytes(raw), frame, None, with_response))
-        self._last_valid_frame = now  # any valid frame feeds the dead-man watchdog
+        if frame.message.TYPE < DEVICE_TYPES:  # a device → controller type is no valid input
+            self._last_valid_frame = now  # any valid command feeds the dead-man watchdog
         actions += self._handle(frame, now)
         return actions
 

@@ -16,6 +16,7 @@ from firmware_bridge.cli.completion import add_completion_command, autocomplete
 from firmware_bridge.cli.config import add_config_command
 from firmware_bridge.cli.devices_cmd import add_devices_command
 from firmware_bridge.cli.doctor import add_doctor_command
+from firmware_bridge.cli.fleet_cmd import add_fleet_command
 from firmware_bridge.cli.helptext import BAD_INPUT, epilog
 from firmware_bridge.cli.monitor import add_monitor_commands
 from firmware_bridge.cli.person import PersonInputError, add_person_commands
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_scan_command(commands)
     add_devices_command(commands)
+    add_fleet_command(commands)
     add_misc_commands(commands)
     add_sim_command(commands)
     add_monitor_commands(commands)

@@ -94,7 +94,7 @@ def open_gate(args: argparse.Namespace) -> PersonGate:
     return PersonGate(person, demo=False, store=store, before=before)
 
 
-def _check(store: Store, person: str, args: argparse.Namespace) -> None:
+def _check(store: Store, person: str, args: argparse.Namespace, *, ask: bool = True) -> None:
     """Raise GateRefusal unless `person` may have a session now (asking on a terminal)."""
     store.ensure_person(person)
     store.import_journal(person)  # a session a crash cut short is part of the history
@@ -102,7 +102,7 @@ def _check(store: Store, person: str, args: argparse.Namespace) -> None:
     latest = store.latest_screening(person)
     screening = status(latest, done)
     if screening.needed:
-        if not _tty():
+        if not (ask and _tty()):
             raise GateRefusal(
                 f"{person} has not answered the screening questions"
                 + (" recently" if latest is not None else "")
@@ -117,6 +117,18 @@ def _check(store: Store, person: str, args: argparse.Namespace) -> None:
     plan = plan_for(store, person, device=SIM_DEVICE, cap=args.cap, now=_now())
     if not plan.allowed:
         raise GateRefusal(f"not now for {person}: {plan.why}")
+
+
+def gate_for(person: str, cap: int) -> PersonGate:
+    """A person's gate without questions (a fleet: no one at this terminal answers for them).
+    Raises GateRefusal or StoreError, as `open_gate`."""
+    store = Store.open()
+    try:
+        _check(store, person, argparse.Namespace(cap=cap), ask=False)
+    except BaseException:
+        store.close()
+        raise
+    return PersonGate(person, demo=False, store=store)
 
 
 def settle(

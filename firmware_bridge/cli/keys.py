@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from firmware_bridge.device import StopReason
 
 if TYPE_CHECKING:
+    from firmware_bridge.group import SessionGroup
     from firmware_bridge.runner import Session
 
 _LOGGER = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def restore(fd: int, saved: list[Any]) -> None:
 class Keyboard:
     """Turns key presses into session actions; `said` gets a short line to show for each."""
 
-    def __init__(self, session: Session, said: Callable[[str], None]) -> None:
+    def __init__(self, session: Session | SessionGroup, said: Callable[[str], None]) -> None:
         self.session = session
         self.said = said
         self._pending_one: asyncio.TimerHandle | None = None

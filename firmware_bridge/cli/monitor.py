@@ -43,6 +43,10 @@ SEGMENT_WIDTH = 20  # characters of a segment label shown in the table
 KINDS = ("availability", "state", "telemetry", "events")
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 ACTIVE = {"running", "paused"}  # states in which the commanded intensity means something
+# Subscribing to a fleet brings every device's retained availability and state at once, and
+# 1,000 devices send 2,000 telemetry messages a second: aiomqtt's default queue of 1,000 drops
+# the rest. The monitor reads promptly; this bounds memory (about 1 KiB a message) at a burst.
+MAX_QUEUED = 50_000
 
 _T = TypeVar("_T")
 
@@ -197,13 +201,19 @@ class _Lines:
 class _LiveTable:
     """A terminal: redraw the whole table (clear + home), at most every REDRAW_S."""
 
-    def __init__(self, out: TextIO, views: dict[str, DeviceView], title: str) -> None:
+    def __init__(
+        self, out: TextIO, views: dict[str, DeviceView], title: str, *, summary: bool = False
+    ) -> None:
         self.out, self.views, self.title = out, views, title
+        self.summary = summary  # always the fleet summary (else: when the table does not fit)
         self._status = "connecting"
         self._dirty = asyncio.Event()
         self._dirty.set()
+        self.messages = 0  # messages folded in since the last redraw: the rate shown
+        self._counted_at = time.monotonic()
 
     def changed(self, change: Change) -> None:
+        self.messages += 1
         self._dirty.set()
 
     def status(self, text: str) -> None:
@@ -211,8 +221,17 @@ class _LiveTable:
         self._dirty.set()
 
     def draw(self) -> None:
-        width = shutil.get_terminal_size().columns
-        lines = [*render_table(self.views.values()), "", f"{self.title} | {self._status}"]
+        size = shutil.get_terminal_size()
+        now = time.monotonic()
+        rate = self.messages / max(now - self._counted_at, 1e-3)
+        self.messages, self._counted_at = 0, now
+        body = render_table(self.views.values())
+        if self.summary or len(body) > size.lines - 2:  # 1,000 devices do not fit: summarise
+            from firmware_bridge.cli.monitor_summary import render_summary
+
+            body = render_summary(self.views.values(), rows=max(4, size.lines - 2), rate=rate)
+        width = size.columns
+        lines = [*body, "", f"{self.title} | {self._status}"]
         self.out.write(CLEAR + "\n".join(line[:width] for line in lines) + "\n")
         self.out.flush()
 
@@ -235,7 +254,11 @@ def _unreachable(settings: BrokerSettings, exc: BaseException) -> None:
 def _client(settings: BrokerSettings, role: str) -> Any:
     """A fresh client (they are not re-entrant); a TLS file that won't load is an MqttError."""
     try:
-        return make_client(settings, identifier=f"massager-{role}-{secrets.token_hex(4)}")
+        return make_client(
+            settings,
+            identifier=f"massager-{role}-{secrets.token_hex(4)}",
+            max_queued_incoming=MAX_QUEUED,
+        )
     except OSError as exc:  # ssl.SSLError: unreadable CA/cert/key
         raise MqttError(str(exc)) from exc
 
@@ -264,7 +287,12 @@ def _subscriptions(prefix: str, device_id: str | None) -> list[str]:
 
 
 async def _once(
-    settings: BrokerSettings, subscriptions: list[str], prefix: str, out: TextIO
+    settings: BrokerSettings,
+    subscriptions: list[str],
+    prefix: str,
+    out: TextIO,
+    *,
+    summary: bool = False,
 ) -> None:
     views: dict[str, DeviceView] = {}
     async with _client(settings, "monitor") as client:
@@ -273,7 +301,13 @@ async def _once(
         quiet = _until_quiet(client.messages, max_s=ONCE_MAX_S, quiet_s=ONCE_QUIET_S)
         async for message in quiet:
             apply_message(views, message.topic.value, message.payload, prefix)
-    out.write("\n".join(render_table(views.values())) + "\n")
+    if summary:
+        from firmware_bridge.cli.monitor_summary import render_summary
+
+        lines = render_summary(views.values(), rows=len(views) + 6)  # all of it: not a screen
+    else:
+        lines = render_table(views.values())
+    out.write("\n".join(lines) + "\n")
 
 
 async def _watch(
@@ -311,13 +345,18 @@ async def _monitor(args: argparse.Namespace, settings: BrokerSettings, out: Text
     try:
         async with asyncio.timeout(args.duration):
             if args.once:
-                await _once(settings, subscriptions, args.prefix, out)
+                await _once(settings, subscriptions, args.prefix, out, summary=args.summary)
                 return EXIT_OK
             views: dict[str, DeviceView] = {}
             if not out.isatty():
                 await _watch(settings, subscriptions, args.prefix, views, _Lines(out))
                 return EXIT_OK  # pragma: no cover - _watch only returns by raising
-            table = _LiveTable(out, views, f"massager monitor {settings.display} (Ctrl-C quits)")
+            table = _LiveTable(
+                out,
+                views,
+                f"massager monitor {settings.display} (Ctrl-C quits)",
+                summary=args.summary,
+            )
             async with asyncio.TaskGroup() as tasks:
                 redraw = tasks.create_task(table.run(), name="monitor-redraw")
                 try:
@@ -365,7 +404,7 @@ def add_monitor_commands(commands: Any) -> None:
             [
                 "massager monitor",
                 "massager monitor --mqtt mqtt://broker.lan:1883 --device-id living-room",
-                "massager monitor --once",
+                "massager monitor --once --summary",
                 "massager monitor --duration 60 > monitor.log",
             ],
             [
@@ -381,5 +420,11 @@ def add_monitor_commands(commands: Any) -> None:
     add_broker_arguments(monitor, url_help=f"broker (default {DEFAULT_MQTT})")
     monitor.add_argument("--device-id", help="only this device")
     monitor.add_argument("--once", action="store_true", help="print the current table and exit")
+    monitor.add_argument(
+        "--summary",
+        action="store_true",
+        help="a fleet summary: counts, stop reasons and the devices that need attention "
+        "(on a terminal it is shown by itself when the table does not fit)",
+    )
     monitor.add_argument("--duration", type=float, metavar="S", help="exit after S seconds")
     monitor.set_defaults(handler=monitor_command)

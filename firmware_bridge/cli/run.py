@@ -43,6 +43,7 @@ from profiles.model import Profile
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT = 0, 1, 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # HUP: the terminal went away
 MAX_SPEED = 1000.0  # beyond this the simulated clock outruns the 20 Hz control loop
+MAX_DEVICES = 8  # one person's massagers (both feet, a mat); a clinic uses `massager fleet`
 
 
 def _number(kind: type[float] | type[int], low: float, high: float, what: str) -> Any:
@@ -58,6 +59,14 @@ def _number(kind: type[float] | type[int], low: float, high: float, what: str) -
     return parse
 
 
+class _Addresses(argparse.Action):
+    """--address, once per massager: the first one given replaces a configured default."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, [*(current if isinstance(current, list) else []), values])
+
+
 def add_run_command(commands: Any) -> None:
     from firmware_bridge.cli.helptext import epilog
 
@@ -68,9 +77,9 @@ def add_run_command(commands: Any) -> None:
         epilog=epilog(
             [
                 "massager run heel-spur --sim",
-                "massager run relax --sim --speed 60 --json",
                 "massager run my-profile.toml --address AA:BB:CC:DD:EE:FF --cap 3",
                 "massager run heel-spur --hci usb:0 --mqtt mqtt://127.0.0.1:1883",
+                "massager run heel-spur --address AA:BB:CC:DD:EE:01 --address AA:BB:CC:DD:EE:02",
             ],
             [
                 (
@@ -110,6 +119,12 @@ def add_run_command(commands: Any) -> None:
         help="with --sim: impersonate this device description (see `massager devices known`)",
     )
     run.add_argument(
+        "--devices",
+        type=_number(int, 1, 8, "--devices"),
+        default=1,
+        help="with --sim: this many simulated massagers played together (default 1)",
+    )
+    run.add_argument(
         "--speed",
         type=_number(float, 0.1, MAX_SPEED, "--speed"),
         default=1.0,
@@ -138,13 +153,20 @@ def add_run_command(commands: Any) -> None:
     )
     run.add_argument("--device-id", help="id in MQTT topics (default: from the device address)")
     select = run.add_mutually_exclusive_group()
-    select.add_argument("--address", help="connect to this Bluetooth address")
+    select.add_argument(
+        "--address",
+        action=_Addresses,
+        metavar="ADDRESS",
+        help="connect to this Bluetooth address; give it again for a second massager "
+        "(both feet: one profile, one stop for all)",
+    )
     select.add_argument("--name", help="connect to the massager advertising this name")
-    from firmware_bridge.cli.scan import hci_moniker
+    from firmware_bridge.cli.scan import add_esphome_argument, hci_moniker
 
     run.add_argument(
         "--hci", metavar="MONIKER", type=hci_moniker, help="bumble HCI transport, e.g. usb:0"
     )
+    add_esphome_argument(run)
     run.add_argument(
         "--scan-timeout", type=_number(float, 0.5, 120, "--scan-timeout"), default=10.0
     )
@@ -160,8 +182,21 @@ def _device_flags_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the device flags together, if anything (sets `sim_description`)."""
     if args.speed != 1.0 and not args.sim:
         return "--speed needs --sim (real devices run in real time)"
-    if args.sim and (args.address or args.name or args.hci):
-        return "--sim cannot be combined with --address, --name or --hci"
+    if args.sim and (args.address or args.name or args.hci or args.esphome):
+        return "--sim cannot be combined with --address, --name, --hci or --esphome"
+    from firmware_bridge.cli.scan import esphome_problem
+
+    if (problem := esphome_problem(args)) is not None:
+        return problem
+    if args.devices != 1 and not args.sim:
+        return "--devices needs --sim (for real massagers give --address once per device)"
+    addresses = [args.address] if isinstance(args.address, str) else list(args.address or [])
+    if len({a.upper() for a in addresses}) != len(addresses):
+        return "--address: the same massager is given twice"
+    if len(addresses) > MAX_DEVICES:
+        return f"--address: at most {MAX_DEVICES} massagers in one session"
+    args.addresses = addresses  # from config.toml the address is one string
+    args.address = addresses[0] if len(addresses) == 1 else None
     args.sim_description = None
     if args.sim_as is not None:
         if not args.sim:
@@ -237,6 +272,8 @@ async def _device(
             address=args.address,
             name=args.name,
             hci=args.hci,
+            esphome=args.esphome or (),
+            esphome_key=os.environ.get("MASSAGER_ESPHOME_KEY"),
             scan_timeout=args.scan_timeout,
             preferred=preferred,
             ask=_ask_which if sys.stdin.isatty() and sys.stderr.isatty() else None,
@@ -317,7 +354,21 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:  # for the whole run: connecting, the session, and the teardown
         loop.add_signal_handler(sig, stopper)
+    several = args.devices > 1 if args.sim else len(args.addresses) > 1
     try:
+        if several:
+            from firmware_bridge.cli.run_group import run_devices
+
+            return await _guarded(
+                run_devices(
+                    args,
+                    profile=profile,
+                    settings=settings,
+                    broker=broker,
+                    clock=clock,
+                    stopper=stopper,
+                )
+            )
         return await _run_device(
             args, profile=profile, settings=settings, broker=broker, clock=clock, stopper=stopper
         )
@@ -329,12 +380,29 @@ async def _run(
             loop.remove_signal_handler(sig)
 
 
+async def _guarded(running: Any) -> int:
+    """Several devices: the same one-line errors and exit codes as one device."""
+    from firmware_bridge.discovery import SeveralMassagersError
+
+    try:
+        return int(await running)
+    except (DeviceIdInUseError, BrokerSetupError, SeveralMassagersError) as exc:
+        _error(str(exc).splitlines()[0])
+        return EXIT_BAD_INPUT
+    except (DeviceNotFoundError, DeviceConnectionError) as exc:
+        _error(str(exc))
+        return EXIT_FAULT
+    except MassagerError as exc:
+        _error(f"device problem: {exc}")
+        return EXIT_FAULT
+
+
 class _Stopper:
     """SIGINT/SIGTERM/SIGHUP: a user stop during a session; before it, abandon connecting."""
 
     def __init__(self, main: asyncio.Task[Any] | None) -> None:
         self.main = main
-        self.session: Session | None = None
+        self.session: Any = None  # a Session, or a SessionGroup (several massagers)
         self.stopping = False
 
     def __call__(self) -> None:
@@ -532,3 +600,31 @@ def _report(args: argparse.Namespace, record: SessionRecord, extra: dict[str, An
     from firmware_bridge.cli.display import human_summary
 
     print(_fold(human_summary(record, extra), sys.stdout))
+
+
+def report_group(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    """The summary of several massagers: JSON, or a line for the session and one per device."""
+    if args.json:
+        print(json.dumps(summary))
+        return
+    reason = str(summary["stop_reason"] or "unknown").replace("_", " ")
+    lines = [
+        f"Session {reason} after {summary['duration_s']:.0f} s (profile {summary['profile']}) "
+        f"on {len(summary['devices'])} massagers; highest intensity sent "
+        f"{summary['max_intensity']:.0%} (cap {summary['cap']}).",
+    ]
+    for device in summary["devices"]:
+        latency = device["stop_latency_ms"]
+        zero = (
+            f"zero confirmed {latency:.1f} ms after the stop"
+            if device["stop_confirmed"] and latency is not None
+            else "zero confirmed"
+            if device["stop_confirmed"]
+            else "zero NOT confirmed (its watchdog stops it)"
+        )
+        lines.append(
+            f"[{device['label']}] {device['name']} ({device['id']}): "
+            f"{str(device['stop_reason']).replace('_', ' ')}, highest "
+            f"{device['max_intensity']:.0%}, {zero}."
+        )
+    print("\n".join(_fold(line, sys.stdout) for line in lines))

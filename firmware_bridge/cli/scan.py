@@ -66,6 +66,7 @@ def add_scan_command(commands: Any) -> None:
     scan.add_argument(
         "--hci", metavar="MONIKER", type=hci_moniker, help="bumble HCI transport, e.g. usb:0"
     )
+    add_esphome_argument(scan)
     scan.set_defaults(handler=scan_command)
 
 
@@ -82,9 +83,46 @@ def hci_moniker(text: str) -> str:
     return text
 
 
+def add_esphome_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--esphome",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="reach massagers through this ESPHome Bluetooth proxy (repeat for more; key in "
+        "MASSAGER_ESPHOME_KEY; needs the esphome extra)",
+    )
+
+
+def esphome_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --esphome and its key, checked before anything is opened."""
+    if not getattr(args, "esphome", None):
+        return None
+    if args.hci:
+        return "--hci and --esphome: choose one way to reach the massager"
+    import os
+
+    from firmware_bridge.transport.esphome import (
+        KEY_ENV,
+        EsphomeSettingError,
+        parse_noise_key,
+        parse_proxies,
+    )
+
+    try:
+        parse_proxies(args.esphome)
+        parse_noise_key(os.environ.get(KEY_ENV))
+    except EsphomeSettingError as exc:
+        return str(exc)
+    return None
+
+
 def scan_command(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import MassagerError
 
+    problem = esphome_problem(args)
+    if problem is not None:
+        _error(problem)
+        return EXIT_BAD_INPUT
     live = LiveCount(sys.stderr)
     try:
         with live:
@@ -102,6 +140,19 @@ def scan_command(args: argparse.Namespace) -> int:
 async def _scan(args: argparse.Namespace, live: LiveCount) -> list[Sighting]:
     from firmware_bridge.discovery import scan
 
+    if args.esphome:
+        import os
+
+        from firmware_bridge.transport.esphome import open_proxies
+
+        key = os.environ.get("MASSAGER_ESPHOME_KEY")
+        async with open_proxies(args.esphome, key, need_connections=False) as proxies:
+            return await scan(
+                args.timeout,
+                on_count=live.update,
+                backend=proxies.scanner,
+                **proxies.scanner_kwargs,
+            )
     if not args.hci:
         return await scan(args.timeout, on_count=live.update)
     from firmware_bridge.transport.bumble_backend import BumbleBleakScanner, open_central

@@ -72,6 +72,21 @@ def device_id_for(args: argparse.Namespace, address: str) -> str:
     return candidate if valid_device_id(candidate) else "massager"
 
 
+async def shared_broker(
+    stack: AsyncExitStack, kind: str, settings: BrokerSettings | None
+) -> tuple[str, BrokerSettings | None]:
+    """Start the embedded broker (kept until `stack` closes) when asked for; else as given.
+    Several devices of one run share it: ("url", its settings) afterwards."""
+    if kind != "embedded":
+        return kind, settings
+    port = 0 if broker_listening(port=DEFAULT_EMBEDDED_PORT) else DEFAULT_EMBEDDED_PORT
+    broker = await stack.enter_async_context(EmbeddedBroker(port=port))
+    print(
+        f"Embedded MQTT broker: massager monitor --mqtt {broker.settings.display}", file=sys.stderr
+    )
+    return "url", broker.settings
+
+
 @asynccontextmanager
 async def session_telemetry(
     args: argparse.Namespace,
@@ -87,14 +102,7 @@ async def session_telemetry(
     session_id = secrets.token_hex(6)  # the same in the journal, the store and over MQTT
     async with AsyncExitStack() as stack:
         publisher = None
-        if kind == "embedded":
-            port = 0 if broker_listening(port=DEFAULT_EMBEDDED_PORT) else DEFAULT_EMBEDDED_PORT
-            broker = await stack.enter_async_context(EmbeddedBroker(port=port))
-            settings = broker.settings
-            print(
-                f"Embedded MQTT broker: massager monitor --mqtt {settings.display}",
-                file=sys.stderr,
-            )
+        kind, settings = await shared_broker(stack, kind, settings)
         if settings is not None:
             topics = Topics(device_id, prefix=args.prefix)
             discovery = None

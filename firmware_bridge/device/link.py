@@ -99,6 +99,9 @@ class MassagerLink:
         self.limits = limits or DeviceLimits()
         self.health = DeviceHealth(self.limits, speed=self.clock.speed)
         self.listeners: list[Callable[[LinkEvent], None]] = []
+        # Told synchronously, before zero is written, each time output is newly latched off:
+        # a group of devices (both feet) stops the others at once (firmware_bridge.group).
+        self.latch_listeners: list[Callable[[StopReason], None]] = []
 
         self.state = LinkState.DISCONNECTED
         self.capabilities: Capabilities | None = None
@@ -547,6 +550,11 @@ class MassagerLink:
         self.latched = True
         self.stop_reason = reason
         self._restops_left = RESTOPS
+        for listener in list(self.latch_listeners):
+            try:
+                listener(reason)
+            except Exception:  # this device is latched already; the failure is not hidden
+                _LOGGER.exception("%s: latch listener failed", self.transport.name)
         return True
 
     def _announce(self, reason: StopReason, detail: dict[str, object] | None) -> None:

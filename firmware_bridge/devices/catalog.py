@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -13,7 +12,7 @@ from pathlib import Path
 from platformdirs import user_config_dir
 
 from firmware_bridge.protocol.description import Description, DescriptionError, parse_description
-from profiles.files import InputFileError, read_text_file
+from profiles.files import InputFileError, parse_toml, read_text_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,13 +35,9 @@ def user_devices_dir() -> Path:
 
 def load_text(text: str, source: str) -> Description:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DescriptionError(source, [f"not valid TOML: {exc}"]) from exc
-    except RecursionError as exc:
-        raise DescriptionError(source, ["nested too deeply"]) from exc.with_traceback(None)
-    except ValueError as exc:  # int()'s digit limit escapes tomllib as a bare ValueError
-        raise DescriptionError(source, ["not valid TOML: a number too long to read"]) from exc
+        data = parse_toml(text)
+    except ValueError as exc:
+        raise DescriptionError(source, [str(exc)]) from exc
     if "id" not in data and source.endswith(".toml"):
         data["id"] = Path(source).stem  # the file name is the id unless the file says otherwise
     return parse_description(data, source)

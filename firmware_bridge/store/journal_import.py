@@ -116,6 +116,8 @@ def read(path: Path, person_for_unknown: str) -> JournaledSession | None:
     if not header:
         _LOGGER.warning("journal %s has no header: not imported", path)
         return None
+    if header.get("part_of"):  # another massager of a session whose lead journal is the record
+        return None
     if truncated:
         _LOGGER.warning("journal %s is larger than %d bytes: read in part", path, MAX_JOURNAL_BYTES)
     facts = _facts(

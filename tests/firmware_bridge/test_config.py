@@ -172,7 +172,10 @@ def test_a_configured_device_gives_way_to_one_named_on_the_command_line(config: 
     assert (args.address, args.name, args.device_id) == (None, "FootMassager-2", "kitchen")
     args = parser.parse_args(["run", "relax", "--address", "11:22:33:44:55:66"])
     resolve(args)
-    assert (args.address, args.name) == ("11:22:33:44:55:66", None)
+    assert (args.address, args.name) == (
+        ["11:22:33:44:55:66"],
+        None,
+    )  # --address may be given per massager
     args = parser.parse_args(["run", "relax"])
     resolve(args)
     assert args.address == "AA:BB:CC:DD:EE:FF"

@@ -104,6 +104,18 @@ def test_heartbeat_feeds_the_watchdog_and_invalid_frames_do_not() -> None:
     assert fw.levels == (0, 0, 0)
 
 
+def test_a_device_frame_sent_to_the_device_is_nacked_and_does_not_feed_the_watchdog() -> None:
+    fw = Firmware()
+    send(fw, SetIntensity((5, 5, 5)), 0.0)
+    echoed = encode(fw.status(), 9)  # a STATUS written back to the device: well formed, wrong way
+    for t in (0.4, 0.8, 1.2):
+        (nack,) = replies(fw.receive(echoed, t))
+        assert nack == Nack(9, FrameType.STATUS, ErrorCode.UNKNOWN_TYPE, (5, 5, 5))
+    fw.tick(1.55)
+    assert fw.levels == (0, 0, 0)  # the watchdog ran from the last command, at 0.0
+    assert fw.applied[-1].t == pytest.approx(1.5)
+
+
 def _with_crc(body: bytes) -> bytes:
     return body + crc16(body).to_bytes(2, "big")
 
