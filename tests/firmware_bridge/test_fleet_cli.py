@@ -147,7 +147,8 @@ async def test_a_screened_persons_fleet_session_enters_their_history(tmp_path: P
     assert await asyncio.wait_for(setup.wait(), 30) == 0
     path = tmp_path / "dana.toml"
     path.write_text(
-        'profile = "relax"\nsim = true\nmax_minutes = 0.5\n[[device]]\nid = "dana"\nperson = "dana"\n'
+        'profile = "relax"\nsim = true\nmax_minutes = 0.5\n'
+        '[[device]]\nid = "dana"\nperson = "dana"\n'
     )
     process = await start("fleet", str(path), "--speed", "50", "--json", "--mqtt", "off")
     summary, err = await summary_of(process)
