@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +73,7 @@ class Fleet:
         clock: ScaledClock | None = None,
         telemetry: HooksOpener | None = None,
         on_session: Callable[[FleetEntry, Session], None] | None = None,
+        on_record: Callable[[FleetResult], Awaitable[None]] | None = None,
     ) -> None:
         ids = [entry.id for entry in entries]
         if len(set(ids)) != len(ids):
@@ -84,10 +85,13 @@ class Fleet:
         self.on_session = on_session
         self.sessions: dict[str, Session] = {}
         self.stopping: StopReason | None = None
+        self.on_record = on_record
+        self._stopped = asyncio.Event()  # wakes entries still waiting for their start time
 
     def stop_all(self, reason: StopReason = StopReason.USER_STOP) -> None:
         """Stop every running session now (latched synchronously); none starts after this."""
         self.stopping = self.stopping or reason
+        self._stopped.set()
         for session in list(self.sessions.values()):
             session.request_stop(reason)
 
@@ -108,14 +112,20 @@ class Fleet:
 
     async def _one(self, entry: FleetEntry) -> FleetResult:
         result = FleetResult(entry)
-        if entry.start_s > 0:
-            await self.clock.sleep(entry.start_s)
+        if entry.start_s > 0:  # a stop-all ends the wait: nothing starts after it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.clock.real_seconds(entry.start_s))
         if self.stopping is not None:
             result.problem = f"not started: the fleet was stopped ({self.stopping.value})"
             return result
         try:
             async with self._session(entry, result) as session:
                 result.record = await session.run()
+                if self.on_record is not None:  # while its telemetry is still open
+                    try:
+                        await self.on_record(result)
+                    except Exception:  # the record is kept; its store row waits for the journal
+                        _LOGGER.exception("fleet %s: finishing the record failed", entry.id)
         except MassagerError as exc:  # this device only: never connected, or refused
             result.problem = str(exc)
             _LOGGER.warning("fleet %s: %s", entry.id, exc)

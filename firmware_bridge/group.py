@@ -45,6 +45,8 @@ class SessionGroup:
         self.stopped_by: Session | None = None  # whose device it came from (None: the group's)
         self._stop_task: asyncio.Task[StopResult] | None = None
         barrier = asyncio.Barrier(len(self.sessions))
+        self._barrier = barrier
+        self._aborting: asyncio.Task[None] | None = None
         for session in self.sessions:
             session.start_together = barrier
             session.link.latch_listeners.append(self._latched_by(session))
@@ -54,9 +56,10 @@ class SessionGroup:
         return self.sessions[0]
 
     @property
-    def governor(self) -> SafetyGovernor | None:
-        """The lead's governor (all run the same profile and cap): is the session running?"""
-        return self.lead.governor
+    def governor(self) -> GroupGovernor | None:
+        """Every device's governor as one (is the session running, paused; a cap for all)."""
+        governors = [s.governor for s in self.sessions if s.governor is not None]
+        return GroupGovernor(governors) if governors else None
 
     async def run(self) -> list[SessionRecord]:
         """Play on every device; returns each device's record, in the order given."""
@@ -83,6 +86,8 @@ class SessionGroup:
     def request_stop(self, reason: StopReason = StopReason.USER_STOP) -> asyncio.Task[StopResult]:
         """Stop every device now (latched synchronously); the task says whether all confirmed."""
         self.stop_reason = self.stop_reason or reason
+        # Each device's latch tells the group (_stop_others), which releases any device armed
+        # and waiting for the others.
         tasks = [session.request_stop(reason) for session in self.sessions]
         if self._stop_task is None or self._stop_task.done():
             self._stop_task = asyncio.create_task(
@@ -135,9 +140,41 @@ class SessionGroup:
                 reason.value,
                 len(self.sessions) - 1,
             )
-        for other in self.sessions:
-            if other is not source and other.stop_requested is None:
-                other.request_stop(reason)  # latched before this returns; zero from a task
+        for session in self.sessions:  # the source too: a stop before it started must stand
+            if session.stop_requested is None:
+                session.request_stop(reason)  # latched before this returns; zero from a task
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        """Devices armed and waiting for the others are refused at once, not left waiting."""
+        if self._aborting is None and not self._barrier.broken:
+            self._aborting = asyncio.get_running_loop().create_task(
+                self._barrier.abort(), name="group start refused"
+            )
+
+
+class GroupGovernor:
+    """The governors of a group seen as one, for the keyboard and remote commands."""
+
+    def __init__(self, governors: list[SafetyGovernor]) -> None:
+        self.governors = governors
+
+    @property
+    def stopped(self) -> bool:
+        return any(g.stopped for g in self.governors)  # one stopped: all are stopping
+
+    @property
+    def paused(self) -> bool:
+        return any(g.paused for g in self.governors)
+
+    @property
+    def cap(self) -> int:
+        return min(g.cap for g in self.governors)
+
+    def set_cap(self, cap: int, *, allow_raise: bool = False) -> str | None:
+        """The same cap on every device; the first refusal is the answer (None: applied)."""
+        answers = [g.set_cap(cap, allow_raise=allow_raise) for g in self.governors]
+        return next((answer for answer in answers if answer is not None), None)
 
 
 class _LatchHook:

@@ -75,6 +75,7 @@ class Session:
         self.on_sample = on_sample
         self.on_event = on_event
         self.start_together = start_together  # several devices (both feet) start in lockstep
+        self._passed_together = False
         self.record = SessionRecord(profile=profile.name, cap=self.settings.cap)
         self.governor: SafetyGovernor | None = None
         self.segment = ""
@@ -183,11 +184,9 @@ class Session:
         )
         link.listeners.append(self._on_link_event)
         together = self.start_together
+        self._passed_together = False
         try:
-            armed = await self._armed()
-            if not armed and together is not None:
-                await together.abort()  # the other devices do not start without this one
-            if armed:
+            if await self._armed():
                 async with asyncio.TaskGroup() as group:
                     control = group.create_task(self._control(), name="control")
                     others = [
@@ -202,8 +201,8 @@ class Session:
             self._event("fault", problem=repr(first))
             self.governor.stop(StopReason.FAULT)
         finally:
-            if together is not None and together.n_waiting:  # this one will never arrive
-                await together.abort()
+            if together is not None and not self._passed_together:  # this one never arrived:
+                await together.abort()  # the other devices do not start without it
             with contextlib.suppress(ValueError):
                 link.listeners.remove(self._on_link_event)
             reason = self.governor.stop_reason or link.stop_reason or StopReason.FAULT
@@ -233,6 +232,7 @@ class Session:
         if self.start_together is not None:  # every device armed before any plays
             try:
                 await self.start_together.wait()
+                self._passed_together = True
             except asyncio.BrokenBarrierError:
                 self._event("refused", problem="another device of this session did not start")
                 governor.stop(self.stop_requested or StopReason.FAULT)

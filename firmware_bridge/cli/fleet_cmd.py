@@ -87,10 +87,33 @@ def load_fleet(path: str) -> FleetFile:
             for e in exc.errors()[:10]
         ]
         raise FleetFileError("\n".join(lines)) from None
+    problems = _problems(fleet, path)
+    if problems:
+        raise FleetFileError("\n".join(problems[:10]))
+    return fleet
+
+
+def _problems(fleet: FleetFile, path: str) -> list[str]:
+    """What the schema cannot say: each device complete, nobody and nothing twice."""
     problems = []
+    people: dict[str, str] = {}
+    addresses: dict[str, str] = {}
     for n, device in enumerate(fleet.device):
-        sim = fleet.sim if device.sim is None else device.sim
         where = f"{path}: device.{n} ({device.id})"
+        if device.person is not None:
+            if device.person in people:  # one session a day (S12), and both feet share a stop
+                problems.append(
+                    f"{where}: {device.person} already plays on {people[device.person]}; one "
+                    "person's massagers play together with `massager run --address A "
+                    "--address B`"
+                )
+            people.setdefault(device.person, device.id)
+        if device.address is not None:
+            key = device.address.upper()
+            if key in addresses:  # two controllers for one massager: neither's stop holds
+                problems.append(f"{where}: address {device.address} is {addresses[key]}'s too")
+            addresses.setdefault(key, device.id)
+        sim = fleet.sim if device.sim is None else device.sim
         if not (device.profile or fleet.profile):
             problems.append(f"{where}: no profile (set one for the device or the whole file)")
         if sim and device.address:
@@ -99,9 +122,7 @@ def load_fleet(path: str) -> FleetFile:
             problems.append(f"{where}: a real massager needs its address")
         if not sim and not device.person:
             problems.append(f"{where}: a real massager needs the person whose session it is")
-    if problems:
-        raise FleetFileError("\n".join(problems[:10]))
-    return fleet
+    return problems
 
 
 def add_fleet_command(commands: Any) -> None:

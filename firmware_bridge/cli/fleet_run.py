@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import signal
 import sys
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
+from firmware_bridge.cli.person import SIMULATED_PERSON
 from firmware_bridge.cli.telemetry_setup import session_telemetry, shared_broker
 from firmware_bridge.device import MassagerLink, StopReason
 from firmware_bridge.fleet import Fleet, FleetEntry, FleetResult
@@ -54,16 +56,18 @@ async def run_fleet(
         async def telemetry(
             entry: FleetEntry, link: MassagerLink, device: dict[str, Any]
         ) -> AsyncIterator[tuple[Any, Any, Any]]:
-            args.cap = entry.settings.cap  # the summary and telemetry carry this entry's cap
+            own = copy.copy(args)  # this entry's cap in its telemetry, not the last entry's
+            own.cap = entry.settings.cap
             await _gate(entry, gates)  # before its journal exists: that is not a past session
             async with session_telemetry(
-                args,
+                own,
                 kind,
                 settings,
                 profile=entry.profile.name,
                 device_id=entry.id,
                 device=device,
-                header={"person": entry.person, "simulated": entry.person is None}
+                # no person: the built-in simulated person's (never a real person's history)
+                header={"person": entry.person or SIMULATED_PERSON, "simulated": not entry.person}
                 | ({"device_key": entry.address} if entry.address else {}),
             ) as hooks:
                 await _settle(entry, hooks, gates)
@@ -76,7 +80,16 @@ async def run_fleet(
                 entry.extra["telemetry"] = hooks
                 yield hooks.sample, on_event, hooks.attach
 
-        fleet = Fleet(entries, open_device=open_device, clock=clock, telemetry=telemetry)
+        async def finished(result: FleetResult) -> None:  # as each ends, not at the fleet's end
+            await _finish(result, gates)
+
+        fleet = Fleet(
+            entries,
+            open_device=open_device,
+            clock=clock,
+            telemetry=telemetry,
+            on_record=finished,
+        )
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, fleet.stop_all)
         try:
@@ -88,8 +101,6 @@ async def run_fleet(
         finally:
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
-        for result in results:
-            await _finish(result, gates)
     for gate in gates.values():
         gate.close()
     _report(args, results)

@@ -590,7 +590,10 @@ def _fold(text: str, stream: Any) -> str:
         width = None
     if width is None:
         return text
-    return "\n".join(textwrap.fill(line, max(20, width - 1)) for line in text.splitlines())
+    return "\n".join(
+        textwrap.fill(line, max(20, width - 1), break_on_hyphens=False)  # names keep whole
+        for line in text.splitlines()
+    )
 
 
 def _report(args: argparse.Namespace, record: SessionRecord, extra: dict[str, Any]) -> None:
@@ -607,9 +610,11 @@ def report_group(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     if args.json:
         print(json.dumps(summary))
         return
+    from firmware_bridge.cli.display import mmss
+
     reason = str(summary["stop_reason"] or "unknown").replace("_", " ")
     lines = [
-        f"Session {reason} after {summary['duration_s']:.0f} s (profile {summary['profile']}) "
+        f"Session {reason} after {mmss(summary['duration_s'])} (profile {summary['profile']}) "
         f"on {len(summary['devices'])} massagers; highest intensity sent "
         f"{summary['max_intensity']:.0%} (cap {summary['cap']}).",
     ]

@@ -12,11 +12,11 @@ import argparse
 import asyncio
 import contextlib
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware_bridge.cli.telemetry_setup import device_id_for, session_telemetry, shared_broker
-from firmware_bridge.device import MassagerLink
+from firmware_bridge.device import MassagerLink, StopReason
 from firmware_bridge.group import SessionGroup
 from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.record import Event, SessionRecord
@@ -41,6 +41,9 @@ class Member:
     key: str  # the person's calibrations are kept per device key
     telemetry: SessionTelemetry | None = None
     session: Session | None = None
+    # What latched this device before the group existed (its button while the others were
+    # connecting): the session must not start over it.
+    stopped_early: list[StopReason] = field(default_factory=list)
 
 
 async def run_devices(
@@ -56,7 +59,7 @@ async def run_devices(
     from firmware_bridge.cli import run as single
 
     async with AsyncExitStack() as stack:
-        members = [await _connect(args, stack, clock, index) for index in range(_count(args))]
+        members = [await connect_member(args, stack, clock, index) for index in range(_count(args))]
         kind, broker_settings = await shared_broker(stack, *broker)
         lead_id: str | None = None
         for member in members:
@@ -77,7 +80,7 @@ async def run_devices(
                 )
             )
             lead_id = lead_id or member.telemetry.session_id
-        group = SessionGroup(await _sessions(args, members, profile, settings))
+        group = assemble(members, await _sessions(args, members, profile, settings))
         records = await _play(args, group, members, profile, stopper)
         from firmware_bridge.cli.gate import finish
 
@@ -100,9 +103,10 @@ def _count(args: argparse.Namespace) -> int:
     return args.devices if args.sim else len(args.addresses)
 
 
-async def _connect(
+async def connect_member(
     args: argparse.Namespace, stack: AsyncExitStack, clock: ScaledClock, index: int
 ) -> Member:
+    """Connect device `index` of the run (`--sim`: a new simulated massager)."""
     from firmware_bridge import compose
     from firmware_bridge.cli.gate import SIM_DEVICE
 
@@ -122,6 +126,10 @@ async def _connect(
             )
         )
     link = await stack.enter_async_context(MassagerLink(transport, clock=clock))
+    member_early: list[StopReason] = []
+    if link.stop_reason not in (None, StopReason.COMPLETED):  # during its own connect
+        member_early.append(link.stop_reason)
+    link.latch_listeners.append(member_early.append)
     address = str(getattr(getattr(transport, "device", None), "address", ""))
     caps = link.capabilities
     device = {
@@ -134,7 +142,7 @@ async def _connect(
     label = str(index + 1)
     device_id = f"{args.device_id}-{label}" if args.device_id else device_id_for(args, address)
     key = f"{SIM_DEVICE}-{label}" if args.sim else address
-    return Member(label, link, massager, device, device_id, key)
+    return Member(label, link, massager, device, device_id, key, stopped_early=member_early)
 
 
 async def _hci_stack(args: argparse.Namespace, stack: AsyncExitStack) -> Any:
@@ -163,6 +171,22 @@ async def _hci_stack(args: argparse.Namespace, stack: AsyncExitStack) -> Any:
         kwargs = {"central": central}
         args.hci_stack = Stack(BumbleBleakScanner, BumbleBleakClient, kwargs, kwargs)
     return args.hci_stack
+
+
+def assemble(members: list[Member], sessions: list[Session]) -> SessionGroup:
+    """The group of `sessions`: remote commands on any device's topic reach every foot, and
+    a stop that latched a device before the group existed stops the group before it starts."""
+    group = SessionGroup(sessions)
+    for member in members:
+        member.link.latch_listeners.remove(member.stopped_early.append)
+        if member.telemetry is not None:  # a stop, rating or cap on any topic: every foot
+            member.telemetry.attach(group)
+    early = next(
+        (r for m in members for r in m.stopped_early if r is not StopReason.COMPLETED), None
+    )
+    if early is not None:  # a button pressed (or a fault) while the others connected
+        group.request_stop(early)
+    return group
 
 
 async def _sessions(
@@ -209,7 +233,6 @@ async def _sessions(
             on_sample=telemetry.sample,
             on_event=on_event,
         )
-        telemetry.attach(session)  # a stop on this device's topic stops the whole group
         member.session = session
         sessions.append(session)
     return sessions

@@ -19,6 +19,7 @@ from firmware_bridge.telemetry.payloads import (
 from firmware_bridge.telemetry.publisher import CommandHandlers, Publisher
 
 if TYPE_CHECKING:
+    from firmware_bridge.group import SessionGroup
     from firmware_bridge.runner import Session
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class SessionTelemetry:
         self._state: State = "idle"
         self._publish_state("idle")
 
-    def attach(self, session: Session) -> None:
+    def attach(self, session: Session | SessionGroup) -> None:
         """Take commands for `session` (stop, discomfort, cap) from the publisher."""
         if self.publisher is None:
             return

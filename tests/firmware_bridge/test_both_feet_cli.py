@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from firmware_bridge.telemetry.mqtt import make_client
+from firmware_bridge.telemetry.topics import Topics
 from tests.brokers import Mosquitto
 from tests.firmware_bridge.test_cli import GOOD_PROFILE
+from tests.mqtt_sessions import send
 
 pytestmark = pytest.mark.sim_only
 
@@ -93,6 +95,10 @@ async def test_a_remote_stop_to_one_device_id_stops_both(mosquitto: Mosquitto) -
                     running.add(str(message.topic).split("/")[1])
                 if running == {"feet-1", "feet-2"}:
                     break
+    # a rating sent to the second device's topic is the person's, for both feet: the lead's
+    # record (the person's course) has it
+    await send(mosquitto.settings, Topics("feet-2").command("discomfort"), "5")
+    await asyncio.sleep(0.5)
     stop = await start("stop", "--mqtt", mosquitto.url, "--device-id", "feet-2")
     _, stop_err = await asyncio.wait_for(stop.communicate(), 30)
     assert stop.returncode == 0, stop_err.decode()
@@ -101,3 +107,6 @@ async def test_a_remote_stop_to_one_device_id_stops_both(mosquitto: Mosquitto) -
     assert [d["id"] for d in summary["devices"]] == ["feet-1", "feet-2"]
     assert [d["stop_reason"] for d in summary["devices"]] == ["remote_stop", "remote_stop"]
     assert all(d["sim"]["final_levels"] == [0, 0, 0] for d in summary["devices"])
+    assert {"nrs": 5, "source": "remote"} in [
+        {k: r[k] for k in ("nrs", "source")} for r in summary["ratings"]
+    ]

@@ -92,7 +92,7 @@ async def test_a_device_that_never_connects_is_reported_and_the_rest_play() -> N
 async def test_stop_all_keeps_late_starters_from_starting() -> None:
     clock = ScaledClock(10)
     entries, massagers, open_device = simulated_fleet(3, clock)
-    entries[2].start_s = 60  # starts a minute after the others
+    entries[2].start_s = 600  # starts ten minutes (one real minute) after the others
     fleet = Fleet(entries, open_device=open_device, clock=clock)
     running = asyncio.create_task(fleet.run())
     await until(
@@ -102,7 +102,7 @@ async def test_stop_all_keeps_late_starters_from_starting() -> None:
         )
     )
     fleet.stop_all()
-    results = await asyncio.wait_for(running, 30)
+    results = await asyncio.wait_for(running, 5)  # the late starter's wait ends with the stop
     assert [r.record.stop_reason if r.record else None for r in results] == [
         StopReason.USER_STOP,
         StopReason.USER_STOP,

@@ -53,6 +53,16 @@ sim = true
             "bogus: Extra inputs are not permitted",
         ),
         ("[[[", "f.toml: not valid TOML"),
+        (
+            'profile = "relax"\nsim = true\n[[device]]\nid = "a"\nperson = "erin"\n'
+            '[[device]]\nid = "b"\nperson = "erin"\n',
+            "device.1 (b): erin already plays on a; one person's massagers play together",
+        ),
+        (
+            'profile = "relax"\n[[device]]\nid = "a"\naddress = "AA:BB:CC:DD:EE:01"\nperson = "x"\n'
+            '[[device]]\nid = "b"\naddress = "aa:bb:cc:dd:ee:01"\nperson = "y"\n',
+            "device.1 (b): address aa:bb:cc:dd:ee:01 is a's too",
+        ),
         (b"\x00\xff\xfe", "f.toml"),
     ],
 )
@@ -159,3 +169,47 @@ async def test_a_screened_persons_fleet_session_enters_their_history(tmp_path: P
     (session,) = [json.loads(line) for line in out.decode().splitlines()]
     assert session["profile"] == "relax"
     assert session["stop_reason"] == "timeout"
+
+
+async def test_a_demo_fleet_never_lands_in_a_real_persons_history(tmp_path: Path) -> None:
+    demo = tmp_path / "demo.toml"
+    demo.write_text('profile = "relax"\nsim = true\nmax_minutes = 0.5\n[[device]]\nid = "demo"\n')
+    process = await start("fleet", str(demo), "--speed", "50", "--json", "--mqtt", "off")
+    _, err = await summary_of(process)
+    assert process.returncode == 0, err
+    setup = await start("setup", "--person", "zed", "--none-apply")
+    assert await asyncio.wait_for(setup.wait(), 30) == 0
+    mine = tmp_path / "zed.toml"
+    mine.write_text(
+        'profile = "relax"\nsim = true\nmax_minutes = 0.5\n[[device]]\nid = "zed"\nperson = "zed"\n'
+    )
+    process = await start("fleet", str(mine), "--speed", "50", "--json", "--mqtt", "off")
+    summary, err = await summary_of(process)
+    assert process.returncode == 0, err  # zed's first session today: not refused
+    assert summary["devices"][0]["stop_reason"] == "timeout"
+
+
+async def test_a_persons_session_is_recorded_when_it_ends_not_when_the_fleet_does(
+    tmp_path: Path,
+) -> None:
+    setup = await start("setup", "--person", "ines", "--none-apply")
+    assert await asyncio.wait_for(setup.wait(), 30) == 0
+    path = tmp_path / "two.toml"
+    path.write_text(
+        'profile = "relax"\nsim = true\n'
+        '[[device]]\nid = "ines"\nperson = "ines"\nmax_minutes = 0.1\n'
+        '[[device]]\nid = "long"\nmax_minutes = 5\n'
+    )
+    process = await start("fleet", str(path), "--speed", "20", "--mqtt", "off", "--no-journal")
+    assert process.stderr is not None
+    while b"[ines]" not in (line := await asyncio.wait_for(process.stderr.readline(), 30)) or (
+        b"stop" not in line
+    ):
+        pass
+    await asyncio.sleep(1.0)  # ines's session ended; the other plays on for minutes
+    process.kill()  # no chance to finish anything more
+    await process.wait()
+    history = await start("history", "--person", "ines", "--json")
+    out, _ = await asyncio.wait_for(history.communicate(), 30)
+    (session,) = [json.loads(line) for line in out.decode().splitlines()]
+    assert session["stop_reason"] == "timeout"  # finished in the store as it ended

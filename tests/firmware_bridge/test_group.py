@@ -219,3 +219,62 @@ async def test_the_group_stop_is_confirmed_only_when_every_device_confirmed() ->
     assert not result.confirmed
     assert rigs[0].firmware.levels == ZERO  # the left one confirmed; the right one was told
     assert rigs[1].firmware.levels == ZERO
+
+
+async def test_a_device_whose_start_fails_unexpectedly_never_leaves_the_other_waiting() -> None:
+    """Device 2's start raises a bare TimeoutError before device 1 reaches the barrier: the
+    group still ends (it once waited forever, Ctrl-C included), and neither foot plays."""
+    async with two_feet("memory") as (rigs, group):
+        left = group.sessions[0].link
+        start = left.start
+
+        async def late_start() -> None:
+            await asyncio.sleep(0.3)  # device 2 fails first
+            await start()
+
+        async def broken_start() -> None:
+            raise TimeoutError("no answer")
+
+        left.start = late_start  # type: ignore[method-assign]
+        group.sessions[1].link.start = broken_start  # type: ignore[method-assign]
+        records = await asyncio.wait_for(group.run(), 10)
+    assert records[1].stop_reason == StopReason.FAULT
+    assert records[0].stop_reason is not StopReason.COMPLETED
+    for rig in rigs:
+        assert all(not any(a.levels) for a in rig.firmware.applied)
+
+
+async def test_a_group_stop_releases_a_device_waiting_for_the_others() -> None:
+    async with two_feet("memory") as (rigs, group):
+        slow = group.sessions[1].link
+        start = slow.start
+
+        async def slow_start() -> None:
+            await asyncio.sleep(3.0)  # the right massager takes its time
+            await start()
+
+        slow.start = slow_start  # type: ignore[method-assign]
+        running = asyncio.create_task(group.run())
+        await until(lambda: group.sessions[0].link.state.value == "ready")
+        await asyncio.sleep(0.3)  # the left one is armed and waiting at the barrier
+        group.request_stop(StopReason.USER_STOP)
+        left = group.sessions[0].record
+        await until(lambda: any(e.type == "refused" for e in left.events), within=1.0)  # not 3 s
+        records = await asyncio.wait_for(running, 10)
+    assert [r.stop_reason for r in records] == [StopReason.USER_STOP] * 2
+    for rig in rigs:
+        assert all(not any(a.levels) for a in rig.firmware.applied)
+
+
+async def test_remote_commands_through_the_group_reach_both_feet() -> None:
+    async with two_feet("memory") as (rigs, group):
+        running = asyncio.create_task(group.run())
+        await until(playing(rigs))
+        governor = group.governor
+        assert governor is not None
+        assert governor.set_cap(2) is None  # a lower cap, as MQTT `cmd/cap` asks
+        assert all(s.governor is not None and s.governor.cap == 2 for s in group.sessions)
+        assert governor.set_cap(4) == "raising the cap remotely is not enabled"
+        assert all(s.governor is not None and s.governor.cap == 2 for s in group.sessions)
+        await group.stop()
+        await asyncio.wait_for(running, 10)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from firmware_bridge.device import StopReason
+from firmware_bridge.protocol import ScaledClock
 from firmware_bridge.record import Sample, SessionRecord
 from firmware_bridge.runner import Session
 from firmware_bridge.safety import RISE_FLOOR, STEP_FACTOR, SafetySettings
@@ -264,3 +265,35 @@ async def test_a_refused_start_still_gives_a_record_and_never_output() -> None:
     assert not record.ok
     assert any(e.type == "refused" for e in record.events)
     assert peak_applied(rig) == 0
+
+
+async def test_sessions_started_together_never_wait_for_one_that_failed() -> None:
+    """Two sessions share a start barrier (no group around them): the second's start raises
+    a bare TimeoutError before the first arrives; the first is refused, never left waiting."""
+    clock = ScaledClock(10)
+    async with (
+        open_rig("memory", clock=clock) as left,
+        open_rig("memory", clock=clock) as right,
+        left.link() as left_link,
+        right.link() as right_link,
+    ):
+        start = left_link.start
+
+        async def late_start() -> None:
+            await asyncio.sleep(0.3)
+            await start()
+
+        async def broken_start() -> None:
+            raise TimeoutError("no answer")
+
+        left_link.start = late_start  # type: ignore[method-assign]
+        right_link.start = broken_start  # type: ignore[method-assign]
+        together = asyncio.Barrier(2)
+        sessions = [
+            Session(link, steady(1.0, 60), SafetySettings(cap=4), start_together=together)
+            for link in (left_link, right_link)
+        ]
+        records = await asyncio.wait_for(asyncio.gather(*(s.run() for s in sessions)), 10)
+    assert records[1].stop_reason == StopReason.FAULT
+    assert any(e.type == "refused" for e in records[0].events)
+    assert all(not any(a.levels) for a in left.firmware.applied)
