@@ -42,6 +42,7 @@ of the flag with the same name:
                  MASSAGER_MQTT_PASSWORD come first
   mqtt_ca, mqtt_cert, mqtt_key
                  TLS files (PEM); a relative path starts at the file's directory
+  esphome_key    scan and run --esphome: the proxies' API encryption key
 The broker keys do not apply when --mqtt-config names a broker file.
 
 Each key can also be set with MASSAGER_<KEY>: MASSAGER_CAP=3, MASSAGER_MQTT=...

@@ -260,6 +260,7 @@ async def _device(
     args: argparse.Namespace, clock: ScaledClock
 ) -> AsyncIterator[tuple[Transport, Any]]:
     from firmware_bridge import compose as devices  # imports bumble, and `sim` for --sim
+    from firmware_bridge.cli.scan import esphome_key
 
     if args.sim:
         async with devices.open_simulator(
@@ -273,7 +274,7 @@ async def _device(
             name=args.name,
             hci=args.hci,
             esphome=args.esphome or (),
-            esphome_key=os.environ.get("MASSAGER_ESPHOME_KEY"),
+            esphome_key=esphome_key(args),
             scan_timeout=args.scan_timeout,
             preferred=preferred,
             ask=_ask_which if sys.stdin.isatty() and sys.stderr.isatty() else None,

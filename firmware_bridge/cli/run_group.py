@@ -151,13 +151,10 @@ async def _hci_stack(args: argparse.Namespace, stack: AsyncExitStack) -> Any:
     if args.hci is None and not args.esphome:
         return None
     if getattr(args, "hci_stack", None) is None and args.esphome:
-        import os
+        from firmware_bridge.cli.scan import esphome_key
+        from firmware_bridge.transport.esphome import open_proxies
 
-        from firmware_bridge.transport.esphome import KEY_ENV, open_proxies
-
-        proxies = await stack.enter_async_context(
-            open_proxies(args.esphome, os.environ.get(KEY_ENV))
-        )
+        proxies = await stack.enter_async_context(open_proxies(args.esphome, esphome_key(args)))
         args.hci_stack = proxies.stack()
     if getattr(args, "hci_stack", None) is None:
         from firmware_bridge.compose import Stack

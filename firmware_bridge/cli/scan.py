@@ -88,9 +88,19 @@ def add_esphome_argument(parser: Any) -> None:
         "--esphome",
         action="append",
         metavar="HOST[:PORT]",
-        help="reach massagers through this ESPHome Bluetooth proxy (repeat for more; key in "
-        "MASSAGER_ESPHOME_KEY; needs the esphome extra)",
+        help="reach massagers through this ESPHome Bluetooth proxy (repeat for more; its key "
+        "from MASSAGER_ESPHOME_KEY or esphome_key in config.toml; needs the esphome extra)",
     )
+    parser.set_defaults(esphome_key=None)  # config.toml or MASSAGER_ESPHOME_KEY fill it in
+
+
+def esphome_key(args: argparse.Namespace) -> str | None:
+    """The proxies' noise key: config.toml's `esphome_key` or MASSAGER_ESPHOME_KEY."""
+    import os
+
+    from firmware_bridge.transport.esphome import KEY_ENV
+
+    return getattr(args, "esphome_key", None) or os.environ.get(KEY_ENV)
 
 
 def esphome_problem(args: argparse.Namespace) -> str | None:
@@ -110,7 +120,8 @@ def esphome_problem(args: argparse.Namespace) -> str | None:
 
     try:
         parse_proxies(args.esphome)
-        parse_noise_key(os.environ.get(KEY_ENV))
+        source = KEY_ENV if os.environ.get(KEY_ENV) else "esphome_key in config.toml"
+        parse_noise_key(esphome_key(args), source=source)
     except EsphomeSettingError as exc:
         return str(exc)
     return None
@@ -141,12 +152,9 @@ async def _scan(args: argparse.Namespace, live: LiveCount) -> list[Sighting]:
     from firmware_bridge.discovery import scan
 
     if args.esphome:
-        import os
-
         from firmware_bridge.transport.esphome import open_proxies
 
-        key = os.environ.get("MASSAGER_ESPHOME_KEY")
-        async with open_proxies(args.esphome, key, need_connections=False) as proxies:
+        async with open_proxies(args.esphome, esphome_key(args), need_connections=False) as proxies:
             return await scan(
                 args.timeout,
                 on_count=live.update,

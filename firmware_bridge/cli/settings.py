@@ -14,6 +14,7 @@ and is the default of the flag with the same name (`max_minutes` is `--max-minut
     mqtt = "mqtt://broker.lan:1883"   # run, monitor, stop, doctor (run also: embedded, off)
     topic_prefix = "massager"         # run, monitor, stop, doctor
     mqtt_username = "ana"             # and mqtt_password, mqtt_ca, mqtt_cert, mqtt_key
+    esphome_key = "..."               # run, scan: the ESPHome proxies' noise key (--esphome)
 
 Each key can also be set with MASSAGER_<KEY> (MASSAGER_CAP=3). A flag beats the variable, the
 variable beats the file, the file beats the built-in default. Values are checked against the
@@ -171,6 +172,8 @@ KEYS = (
     Key("mqtt_ca", _text(), _BROKER, path=True),
     Key("mqtt_cert", _text(), _BROKER, path=True),
     Key("mqtt_key", _text(), _BROKER, path=True),
+    # ESPHome proxies' noise key (`--esphome`): a secret, so config or variable, never a flag
+    Key("esphome_key", _text(secret=True), frozenset({"run", "scan"}), secret=True),
 )
 BY_NAME = {key.name: key for key in KEYS}
 

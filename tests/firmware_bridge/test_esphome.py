@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import bleak
 import pytest
@@ -439,3 +440,18 @@ def test_bad_esphome_flags_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_noise_key_can_come_from_config_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmware_bridge.cli import main  # noqa: PLC0415 - the CLI, as a user calls it
+
+    config = tmp_path / "config.toml"
+    config.write_text('esphome_key = "not-a-key"\n')
+    monkeypatch.setenv("MASSAGER_CONFIG", str(config))
+    monkeypatch.delenv("MASSAGER_ESPHOME_KEY", raising=False)
+    assert main(["scan", "--esphome", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "esphome_key in config.toml: not an ESPHome noise key" in err, err
+    assert "not-a-key" not in err  # a secret is never echoed
