@@ -20,6 +20,7 @@ from firmware_bridge.devices import by_id, shipped
 from firmware_bridge.devices.simple import SimpleWriteTransport
 from firmware_bridge.errors import DeviceTimeoutError, SafetyLimitError
 from firmware_bridge.protocol.description import Description
+from firmware_bridge.protocol.frames import SetIntensity, encode
 from firmware_bridge.transport import BleakTransport
 from sim.firmware import FaultPlan
 from tests.rigs import TIERS, Rig, open_rig, until
@@ -349,7 +350,10 @@ async def test_nothing_non_zero_is_written_after_the_dead_man_until_a_new_start(
         transport = rig.transport
         assert isinstance(transport, SimpleWriteTransport)
         transport._last_feed -= 10  # the session went quiet (a stalled loop, say) ...
-        link.set_levels((6, 6, 6))  # ... and its next step arrives only now
+        # ... and its next step arrives only now: handed to the transport at once, as the
+        # link's writer would, so the dead-man's own ticker cannot fire first (that order
+        # hides a level written after the zero: the mutant survived a loaded CI run)
+        await transport.write(encode(SetIntensity((6, 6, 6)), 200), response=False)
         await until(lambda: link.latched)
         await asyncio.sleep(0.3)
         fired = next(r.t for r in rig.firmware.applied if r.cause == "stop")
