@@ -516,3 +516,36 @@ async def test_serve_and_open_central_over_tcp_hci(radio: VirtualRadio) -> None:
             server.close()
             await server.wait_closed()
     assert not massager.connected
+
+
+async def test_a_request_cancelled_before_it_began_leaves_no_unawaited_coroutine() -> None:
+    """A link lost in the same loop iteration cancels an ATT request's task before its first
+    step; its write coroutine must be closed, not left to warn "never awaited" (seen in CI)."""
+    import gc  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    from tests.rigs import open_rig  # noqa: PLC0415
+
+    async with open_rig("bumble") as rig:
+        client = rig.bleak_client()
+        await client.connect()
+        try:
+            backend = client._backend  # type: ignore[attr-defined]
+            started = asyncio.Event()
+
+            async def request() -> None:
+                started.set()
+
+            runner = asyncio.create_task(backend._run("write", request()))
+            await asyncio.sleep(0)  # the runner has queued its request's task, not started it
+            for task in list(backend._operations):
+                task.cancel()
+            with pytest.raises(BleakError):
+                await runner
+            assert not started.is_set()  # it really never began
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                gc.collect()
+            assert not [w for w in caught if "never awaited" in str(w.message)]
+        finally:
+            await client.disconnect()

@@ -262,6 +262,10 @@ class BumbleBleakClient(BaseBleakClient):
         task = asyncio.create_task(self._bounded(what, operation), name=f"{self.address} {what}")
         self._operations.add(task)
         task.add_done_callback(self._operation_done)
+        # A task cancelled before its first step (a link lost in the same loop iteration) never
+        # awaits `operation`: close it, or it warns "never awaited" when collected. Closing a
+        # finished coroutine does nothing.
+        task.add_done_callback(lambda _task: operation.close())
         # If the caller is cancelled, the request still runs to its response (bounded): an ATT
         # request abandoned mid-flight makes the next request take its late response.
         await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
