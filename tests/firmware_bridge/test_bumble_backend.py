@@ -530,7 +530,8 @@ async def test_a_request_cancelled_before_it_began_leaves_no_unawaited_coroutine
         client = rig.bleak_client()
         await client.connect()
         try:
-            backend = client._backend  # type: ignore[attr-defined]
+            backend = client._backend
+            assert isinstance(backend, BumbleBleakClient)
             started = asyncio.Event()
 
             async def request() -> None:
